@@ -1,0 +1,55 @@
+"""The Python entry points: ``load`` a spec into the graph IR."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .diagnostics import ArchError, Span
+from .frontend.binding import Value
+from .frontend.elaborate import Elaborator
+from .frontend.expressions import Env
+from .frontend.layers import DEFAULT_MAX_NODES
+from .frontend.modules import Loader
+from .ir.graph import Graph
+from .syntax.parser import parse_expression
+
+_API_SPAN = Span("<api>", 1, 1, 1, 1)
+
+
+def _is_path(source) -> bool:
+    if isinstance(source, Path):
+        return True
+    return isinstance(source, str) and "\n" not in source and "{" not in source and source.endswith(".arch")
+
+
+def load(source, model: str | None = None, *, max_nodes: int = DEFAULT_MAX_NODES, seed: int = 0,
+         defines: dict[str, str] | None = None, **params) -> Graph:
+    """Parse, elaborate and shape-check a spec; return the graph IR of one model.
+
+    ``source`` is a path to a ``.arch`` file or spec text. ``params`` override the
+    model's parameters with Python values; ``defines`` does the same with spec
+    expressions given as text (``{"num_classes": "10"}``, as ``-D`` does).
+    Every problem is raised as :class:`archdsl.ArchError`.
+    """
+    elab = Elaborator(max_nodes=max_nodes, seed=seed)
+    loader = Loader(lambda expr, ns: elab.eval(expr, Env(ns)))
+    try:
+        if _is_path(source):
+            module = loader.load_path(Path(source).resolve())
+        elif isinstance(source, str):
+            module = loader.load_text(source)
+        else:
+            raise ArchError(f"load() takes a path or spec text, not {type(source).__name__}.")
+        values = {k: Value(v, _API_SPAN) for k, v in params.items()}
+        for name, text in (defines or {}).items():
+            expr = parse_expression(text, f"-D {name}")
+            loader.sources[f"-D {name}"] = text
+            values[name] = Value(elab.eval(expr, Env(None)), expr.span)
+        graph = elab.elaborate(module, model, values)
+        graph.meta["sources"] = sorted(loader.sources)
+        return graph
+    except ArchError as err:
+        for name, text in loader.sources.items():
+            err.sources.setdefault(name, text)
+        raise
+    except RecursionError:
+        raise ArchError("The spec nests too deeply to elaborate.") from None

@@ -1,0 +1,283 @@
+"""Evaluating expressions and statements of a spec (the interpreter's plain-value half).
+
+Arithmetic follows Python, with guards: integers stay below 2**256, lists
+below a million items, and every evaluation step counts against a budget so
+a runaway loop ends in a diagnostic, never a hang.
+"""
+from __future__ import annotations
+
+import math
+import operator
+
+from ..diagnostics import ArchError, Note, Span, did_you_mean
+from ..ir import ops as op_registry
+from ..syntax import ast
+from .values import (BUILTINS, MAX_INT_BITS, MAX_SEQUENCE, BuiltinError, LayerRef, TensorRef, show,
+                     type_name)
+
+MAX_STEPS = 2_000_000
+
+
+class Env:
+    """Variables of one block body (or comprehension), over the globals of its module."""
+
+    __slots__ = ("vars", "module")
+
+    def __init__(self, module, vars=None):
+        self.module = module
+        self.vars = vars if vars is not None else {}
+
+    def child(self) -> "Env":
+        return Env(self.module, dict(self.vars))
+
+
+class _Builtin:
+    __slots__ = ("name", "fn")
+
+    def __init__(self, name, fn):
+        self.name, self.fn = name, fn
+
+
+_ARITH = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
+          "//": operator.floordiv, "%": operator.mod, "**": operator.pow}
+_ORDER = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+class ExpressionMixin:
+    """Expression evaluation; mixed into :class:`archdsl.frontend.elaborate.Elaborator`."""
+
+    steps = 0
+
+    def tick(self, span: Span) -> None:
+        self.steps += 1
+        if self.steps > MAX_STEPS:
+            raise ArchError(f"Elaboration took more than {MAX_STEPS} steps; is a loop running away?", span)
+
+    # ---- names
+    def lookup(self, name: str, env: Env, span: Span):
+        if name in env.vars:
+            return env.vars[name]
+        hit = env.module.lookup(name) if env.module is not None else None
+        if hit is not None:
+            value, module = hit
+            if isinstance(value, (ast.Definition, ast.ModelAlias)):
+                return LayerRef(name, value, module)
+            return value
+        if name in BUILTINS:
+            return _Builtin(name, BUILTINS[name])
+        opdef = op_registry.get(name)
+        if opdef is not None and opdef.arity != 0:
+            return LayerRef(name, opdef, None)
+        candidates = set(env.vars) | set(BUILTINS) | set(op_registry.OPS)
+        if env.module is not None:
+            candidates |= env.module.visible_names()
+        raise ArchError(f"Unknown name '{name}'{did_you_mean(name, candidates)}"
+                        + ("" if did_you_mean(name, candidates) else "."), span)
+
+    # ---- expressions
+    def eval(self, e, env: Env):
+        self.tick(e.span)
+        method = self._eval_dispatch.get(type(e))
+        return method(self, e, env)
+
+    def _literal(self, e, env):
+        return e.value
+
+    def _var(self, e, env):
+        return self.lookup(e.name, env, e.span)
+
+    def _tuple(self, e, env):
+        return tuple(self.eval(i, env) for i in e.items)
+
+    def _list(self, e, env):
+        return [self.eval(i, env) for i in e.items]
+
+    def _list_comp(self, e, env):
+        out = []
+        for inner in self.expand(e.comp, env):
+            out.append(self.eval(e.elt, inner))
+        return out
+
+    def expand(self, comp: ast.Comp | None, env: Env):
+        """The environments of a comprehension's iterations (just ``env`` without one)."""
+        if comp is None:
+            yield env
+            return
+        items = self.eval(comp.iter, env)
+        if not isinstance(items, (list, tuple, str)):
+            raise ArchError(f"A 'for' needs a list, tuple or string to loop over, but got {type_name(items)}.",
+                            comp.iter.span)
+        for item in items:
+            inner = env.child()
+            self.bind_target(comp.targets, item, inner)
+            yield inner
+
+    def _binop(self, e, env):
+        a, b = self.eval(e.left, env), self.eval(e.right, env)
+        op = e.op
+        if isinstance(a, TensorRef) or isinstance(b, TensorRef):
+            hint = {"+": "add", "*": "mul"}.get(op)
+            raise ArchError(f"Tensors cannot be combined with '{op}'"
+                            + (f"; pipe them into a layer instead: (a, b) -> {hint}." if hint else "."), e.span)
+        ok = (_is_num(a) and _is_num(b)) or (op == "+" and type(a) is type(b) and isinstance(a, (str, list, tuple))) \
+            or (op == "*" and isinstance(a, (str, list, tuple)) and isinstance(b, int) and not isinstance(b, bool))
+        if not ok:
+            raise ArchError(f"The operator '{op}' cannot combine {type_name(a)} and {type_name(b)}.", e.span)
+        if op in ("/", "//", "%") and b == 0:
+            raise ArchError(f"Division by zero in '{op}'.", e.span)
+        if op == "**" and isinstance(a, int) and isinstance(b, int) and b > 0 and \
+                abs(a).bit_length() * b > MAX_INT_BITS:
+            raise ArchError(f"The result of '**' is too large (over {MAX_INT_BITS} bits).", e.span)
+        if op == "**" and _is_num(b) and abs(b) > 1024:
+            raise ArchError("The exponent of '**' is too large.", e.span)
+        if op == "*" and isinstance(a, (str, list, tuple)) and len(a) * max(b, 0) > MAX_SEQUENCE:
+            raise ArchError(f"Repeating a sequence {b} times makes more than {MAX_SEQUENCE} items.", e.span)
+        if op == "**" and a == 0 and _is_num(b) and b < 0:
+            raise ArchError("Zero cannot be raised to a negative power.", e.span)
+        try:
+            result = _ARITH[op](a, b)
+        except OverflowError:
+            raise ArchError(f"The result of '{op}' is too large.", e.span) from None
+        if isinstance(result, int) and result.bit_length() > MAX_INT_BITS:
+            raise ArchError(f"The result of '{op}' is too large (over {MAX_INT_BITS} bits).", e.span)
+        if isinstance(result, complex):
+            raise ArchError("The result of '**' is not a real number.", e.span)
+        if isinstance(result, float) and math.isnan(result):
+            raise ArchError(f"The result of '{op}' is not a number (NaN).", e.span)
+        return result
+
+    def _compare(self, e, env):
+        left = self.eval(e.left, env)
+        for op, right_e in zip(e.ops, e.rights):
+            right = self.eval(right_e, env)
+            if op in ("==", "!="):
+                if isinstance(left, TensorRef) or isinstance(right, TensorRef):
+                    raise ArchError("Tensors cannot be compared; compare their shapes, e.g. channels(x).", e.span)
+                ok = (left == right) == (op == "==")
+            elif op in ("in", "not in"):
+                if not isinstance(right, (list, tuple, str)) or (isinstance(right, str) and not isinstance(left, str)):
+                    raise ArchError(f"'{op}' needs a list, tuple or string on its right, but got {type_name(right)}.",
+                                    right_e.span)
+                ok = (left in right) == (op == "in")
+            else:
+                comparable = (_is_num(left) and _is_num(right)) or (type(left) is type(right) and
+                                                                     isinstance(left, str))
+                if not comparable:
+                    raise ArchError(f"'{op}' cannot compare {type_name(left)} with {type_name(right)}.", e.span)
+                ok = _ORDER[op](left, right)
+            if not ok:
+                return False
+            left = right
+        return True
+
+    def _boolop(self, e, env):
+        value = None
+        for v in e.values:
+            value = self.truth(self.eval(v, env), v.span)
+            if value == (e.op == "or"):
+                return value
+        return value
+
+    def truth(self, v, span: Span) -> bool:
+        if isinstance(v, (TensorRef, LayerRef)):
+            raise ArchError(f"{type_name(v).capitalize()} has no truth value; compare a number instead.", span)
+        return bool(v)
+
+    def _unary(self, e, env):
+        v = self.eval(e.operand, env)
+        if e.op == "not":
+            return not self.truth(v, e.operand.span)
+        if not _is_num(v):
+            raise ArchError(f"The unary '{e.op}' needs a number, but got {type_name(v)}.", e.span)
+        return -v if e.op == "-" else +v
+
+    def _ternary(self, e, env):
+        return self.eval(e.then if self.truth(self.eval(e.cond, env), e.cond.span) else e.orelse, env)
+
+    def eval_args(self, args: ast.Args, env: Env):
+        from .binding import Value
+        pos = [Value(self.eval(a, env), a.span) for a in args.positional]
+        kw = {k.name: Value(self.eval(k.value, env), k.span) for k in args.keywords}
+        return pos, kw
+
+    def _call(self, e, env):
+        func = self.eval(e.func, env)
+        pos, kw = self.eval_args(e.args, env)
+        if isinstance(func, _Builtin):
+            try:
+                return func.fn(*(p.value for p in pos), **{k: v.value for k, v in kw.items()})
+            except BuiltinError as err:
+                raise ArchError(str(err), e.span) from None
+            except TypeError:
+                raise ArchError(f"The built-in '{func.name}' cannot take these arguments.", e.span) from None
+        if isinstance(func, LayerRef):
+            # Configure a layer without applying it: `act = leaky_relu(0.2)`.
+            return LayerRef(func.name, func.target, func.module, func.bound_pos + tuple(pos),
+                            func.bound_kw + tuple(kw.items()))
+        raise ArchError(f"{type_name(func).capitalize()} cannot be called.", e.func.span)
+
+    def _index(self, e, env):
+        obj, idx = self.eval(e.obj, env), self.eval(e.index, env)
+        if not isinstance(obj, (list, tuple, str)):
+            raise ArchError(f"Only lists, tuples and strings can be indexed, not {type_name(obj)}.", e.obj.span)
+        if isinstance(idx, bool) or not isinstance(idx, int):
+            raise ArchError(f"An index must be an int, but got {type_name(idx)}.", e.index.span)
+        if not -len(obj) <= idx < len(obj):
+            raise ArchError(f"Index {idx} is out of range for {type_name(obj)} of length {len(obj)}.", e.index.span)
+        return obj[idx]
+
+    def _attr(self, e, env):
+        from .modules import ModuleNS
+        obj = self.eval(e.obj, env)
+        if isinstance(obj, ModuleNS):
+            hit = obj.lookup(e.name)
+            if hit is None or (hit[1] is not obj):
+                raise ArchError(f"The imported file '{obj.file}' defines no '{e.name}'"
+                                f"{did_you_mean(e.name, list(obj.defs) + list(obj.consts))}.", e.span)
+            value, module = hit
+            return LayerRef(e.name, value, module) if isinstance(value, (ast.Definition, ast.ModelAlias)) \
+                else value
+        if isinstance(obj, TensorRef):
+            raise ArchError(f"Tensors have no attribute '{e.name}'; use channels(x), height(x), width(x) "
+                            "or shape(x).", e.span)
+        raise ArchError(f"{type_name(obj).capitalize()} has no attribute '{e.name}'.", e.span)
+
+    def _chain(self, e, env):
+        source = self.eval(e.source, env)
+        tensors = self.as_tensors(source, e.source.span)
+        out = self.apply_chain(e.layers, tensors, env)
+        return out[0] if len(out) == 1 else tuple(out)
+
+    def as_tensors(self, value, span: Span) -> list:
+        if isinstance(value, TensorRef):
+            return [value]
+        if isinstance(value, (tuple, list)) and value and all(isinstance(v, TensorRef) for v in value):
+            return list(value)
+        raise ArchError(f"A chain must start from a tensor or a tuple of tensors, but this is "
+                        f"{type_name(value)} {show(value)}.", span)
+
+    # ---- assignment targets
+    def bind_target(self, target, value, env: Env) -> None:
+        if isinstance(target, ast.NameTarget):
+            env.vars[target.name] = value
+            return
+        if not isinstance(value, (list, tuple)):
+            raise ArchError(f"Cannot unpack {type_name(value)} into {len(target.items)} names.", target.span)
+        if len(value) != len(target.items):
+            raise ArchError(f"Cannot unpack {len(value)} values into {len(target.items)} names.", target.span)
+        for t, v in zip(target.items, value):
+            self.bind_target(t, v, env)
+
+
+ExpressionMixin._eval_dispatch = {
+    ast.Literal: ExpressionMixin._literal, ast.Var: ExpressionMixin._var, ast.TupleExpr: ExpressionMixin._tuple,
+    ast.ListExpr: ExpressionMixin._list, ast.ListComp: ExpressionMixin._list_comp,
+    ast.BinOp: ExpressionMixin._binop, ast.Compare: ExpressionMixin._compare,
+    ast.BoolOp: ExpressionMixin._boolop, ast.Unary: ExpressionMixin._unary,
+    ast.Ternary: ExpressionMixin._ternary, ast.CallExpr: ExpressionMixin._call,
+    ast.Index: ExpressionMixin._index, ast.Attr: ExpressionMixin._attr, ast.Chain: ExpressionMixin._chain,
+}

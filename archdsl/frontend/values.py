@@ -1,0 +1,172 @@
+"""Values a spec computes with, and the built-in functions it may call.
+
+Besides numbers, strings, booleans, ``none``, lists and tuples, a spec handles
+tensors (:class:`TensorRef`, a node of the graph under construction) and
+layers (:class:`LayerRef`, a block or op passed around by name).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+MAX_SEQUENCE = 1_000_000
+MAX_INT_BITS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class TensorRef:
+    node: int
+    shape: tuple
+
+
+@dataclass(frozen=True, slots=True)
+class LayerRef:
+    """A block, model or op used as a value (for example a block passed as an argument)."""
+    name: str
+    target: Any        # ast.Definition or ir.ops.OpDef
+    module: Any        # the ModuleNS a definition belongs to (None for ops)
+    bound_pos: tuple = ()   # arguments given when the layer was configured: `act = leaky_relu(0.2)`
+    bound_kw: tuple = ()
+
+
+class BuiltinError(Exception):
+    """A built-in function was misused; the message is a full sentence."""
+
+
+def type_name(v) -> str:
+    if v is None:
+        return "none"
+    if isinstance(v, bool):
+        return "a bool"
+    if isinstance(v, int):
+        return "an int"
+    if isinstance(v, float):
+        return "a float"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, list):
+        return "a list"
+    if isinstance(v, tuple):
+        return "a tuple"
+    if isinstance(v, TensorRef):
+        return "a tensor"
+    if isinstance(v, LayerRef):
+        return "a layer"
+    return type(v).__name__
+
+
+def show(v) -> str:
+    """A value as the spec would write it."""
+    if v is None:
+        return "none"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(show(x) for x in v) + "]"
+    if isinstance(v, tuple):
+        return "(" + ", ".join(show(x) for x in v) + ("," if len(v) == 1 else "") + ")"
+    if isinstance(v, TensorRef):
+        return "tensor" + "(" + ", ".join(str(d) for d in v.shape) + ")"
+    if isinstance(v, LayerRef):
+        return v.name
+    return repr(v)
+
+
+def _int(name, v):
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise BuiltinError(f"'{name}' needs an int, but got {type_name(v)}.")
+    return v
+
+
+def _seq(name, v):
+    if not isinstance(v, (list, tuple, str)):
+        raise BuiltinError(f"'{name}' needs a list, tuple or string, but got {type_name(v)}.")
+    return v
+
+
+def _tensor(name, v):
+    if not isinstance(v, TensorRef):
+        raise BuiltinError(f"'{name}' needs a tensor, but got {type_name(v)}.")
+    return v
+
+
+def _dim(name, index):
+    def shape_of(t):
+        shape = _tensor(name, t).shape
+        if len(shape) <= index:
+            raise BuiltinError(f"'{name}' needs a tensor with at least {index + 1} dimensions, "
+                               f"but got one of shape ({', '.join(map(str, shape))}).")
+        return shape[index]
+    return shape_of
+
+
+def _range(*args):
+    if not 1 <= len(args) <= 3:
+        raise BuiltinError("'range' takes one to three ints.")
+    r = range(*(_int("range", a) for a in args))
+    if len(r) > MAX_SEQUENCE:
+        raise BuiltinError(f"'range' would make {len(r)} items; the limit is {MAX_SEQUENCE}.")
+    return list(r)
+
+
+def _number(name, v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise BuiltinError(f"'{name}' needs a number, but got {type_name(v)}.")
+    return v
+
+
+def _to_int(v):
+    if isinstance(v, str):
+        try:
+            return int(v)
+        except ValueError:
+            raise BuiltinError(f"'int' cannot read {show(v)} as a whole number.") from None
+    v = _number("int", v)
+    if isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
+        raise BuiltinError(f"'int' cannot convert {v} to a whole number.")
+    return int(v)
+
+
+def _minmax(name, fn):
+    def run(*args):
+        items = args[0] if len(args) == 1 else args
+        items = list(_seq(name, items))
+        if not items:
+            raise BuiltinError(f"'{name}' of an empty list has no value.")
+        for x in items:
+            _number(name, x)
+        return fn(items)
+    return run
+
+
+BUILTINS = {
+    "range": _range,
+    "len": lambda v: len(_seq("len", v)),
+    "enumerate": lambda v, start=0: [(i + _int("enumerate", start), x) for i, x in enumerate(_seq("enumerate", v))],
+    "zip": lambda *vs: [tuple(t) for t in zip(*(_seq("zip", v) for v in vs))],
+    "min": _minmax("min", min),
+    "max": _minmax("max", max),
+    "sum": lambda v: sum(_number("sum", x) for x in _seq("sum", v)),
+    "abs": lambda v: abs(_number("abs", v)),
+    "int": _to_int,
+    "float": lambda v: float(_number("float", v)),
+    "round": lambda v: round(_number("round", v)),
+    "str": lambda v: v if isinstance(v, str) else show(v),
+    "list": lambda v: list(_seq("list", v)),
+    "channels": _dim("channels", 1),
+    "height": _dim("height", 2),
+    "width": _dim("width", 3),
+    "shape": lambda t: tuple(_tensor("shape", t).shape[1:]),
+}
+
+BUILTIN_DOCS = {
+    "range": "range(stop) / range(start, stop[, step]): a list of ints",
+    "len": "number of items", "enumerate": "pairs (index, item)", "zip": "tuples of items side by side",
+    "min": "smallest number", "max": "largest number", "sum": "sum of numbers", "abs": "absolute value",
+    "int": "truncate to int", "float": "convert to float", "round": "round to the nearest int",
+    "str": "text of a value", "list": "a list of the items",
+    "channels": "channels of a tensor (dim 1)", "height": "height (dim 2)", "width": "width (dim 3)",
+    "shape": "a tensor's shape without the batch",
+}

@@ -1,0 +1,402 @@
+"""The op registry: every primitive the language and the IR know.
+
+An :class:`OpDef` states an op's spec-level arguments (``args``), how many
+tensors it takes, its shape rule, its parameters and its multiply-accumulate
+count. Shapes carry the symbolic batch ``"N"`` in front. Backends look ops up
+here by name; a new op is one ``register`` call plus a backend entry.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .shape_rules import ShapeError, broadcast, expect_rank, fmt, norm_dim, numel, window_out
+
+
+@dataclass(frozen=True)
+class Arg:
+    name: str
+    kind: str                  # int, float, bool, str, pair, ints, init, any, choice:a|b
+    default: object = ...      # ... means required
+
+    @property
+    def required(self) -> bool:
+        return self.default is ...
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    shape: tuple
+    init: object = "default"
+    fan_in: int = 1
+    fan_out: int = 1
+    trainable: bool = True
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    args: tuple = ()
+    arity: int | None = 1      # None: one or more tensors
+    infer: Callable = None     # (attrs, [shape]) -> shape
+    params: Callable | None = None   # (attrs, [shape]) -> {local: ParamSpec}
+    macs: Callable | None = None     # (attrs, [shape], out_shape) -> int (per sample)
+    doc: str = ""
+    category: str = "layer"
+
+
+OPS: dict[str, OpDef] = {}
+
+
+def register(op: OpDef) -> OpDef:
+    OPS[op.name] = op
+    return op
+
+
+def get(name: str) -> OpDef | None:
+    return OPS.get(name)
+
+
+def infer(name: str, attrs: dict, shapes: list) -> tuple:
+    return OPS[name].infer(attrs, shapes)
+
+
+def param_specs(name: str, attrs: dict, shapes: list) -> dict:
+    op = OPS[name]
+    return op.params(attrs, shapes) if op.params else {}
+
+
+def macs(name: str, attrs: dict, shapes: list, out) -> int:
+    op = OPS[name]
+    return op.macs(attrs, shapes, out) if op.macs else 0
+
+
+# ---- convolution and linear ---------------------------------------------------
+
+def _conv_infer(a, shapes):
+    (x,) = shapes
+    expect_rank("conv", x, (4,), " (N, C, H, W)")
+    c = x[1]
+    g = a["groups"]
+    if g < 1 or c % g or a["out_channels"] % g:
+        raise ShapeError(f"'conv' with groups={g} needs in-channels ({c}) and out-channels "
+                         f"({a['out_channels']}) that are both multiples of {g}.")
+    kh, kw = a["kernel_size"]
+    sh, sw = a["stride"]
+    ph, pw = a["padding"]
+    dh, dw = a["dilation"]
+    return (x[0], a["out_channels"], window_out("conv", x[2], kh, sh, ph, dh),
+            window_out("conv", x[3], kw, sw, pw, dw, axis="width"))
+
+
+def _conv_params(a, shapes):
+    c = shapes[0][1]
+    kh, kw = a["kernel_size"]
+    per_group = c // a["groups"]
+    fan_in, fan_out = per_group * kh * kw, a["out_channels"] * kh * kw
+    out = {"weight": ParamSpec((a["out_channels"], per_group, kh, kw), a["weight_init"], fan_in, fan_out)}
+    if a["bias"]:
+        out["bias"] = ParamSpec((a["out_channels"],), a["bias_init"], fan_in, fan_out)
+    return out
+
+
+def _conv_macs(a, shapes, out):
+    kh, kw = a["kernel_size"]
+    return numel(out) * (shapes[0][1] // a["groups"]) * kh * kw
+
+
+register(OpDef("conv", (
+    Arg("out_channels", "int"), Arg("kernel_size", "pair"), Arg("stride", "pair", 1),
+    Arg("padding", "pair", 0), Arg("dilation", "pair", 1), Arg("groups", "int", 1),
+    Arg("bias", "bool", True), Arg("weight_init", "init", "default"), Arg("bias_init", "init", "default"),
+), infer=_conv_infer, params=_conv_params, macs=_conv_macs,
+    doc="2-D convolution (torch.nn.Conv2d); in-channels come from the input."))
+
+
+def _linear_infer(a, shapes):
+    (x,) = shapes
+    if len(x) < 2:
+        raise ShapeError(f"'linear' expects at least a 2-D input (N, features) but got {fmt(x)}.")
+    return (*x[:-1], a["out_features"])
+
+
+def _linear_params(a, shapes):
+    fin = shapes[0][-1]
+    out = {"weight": ParamSpec((a["out_features"], fin), a["weight_init"], fin, a["out_features"])}
+    if a["bias"]:
+        out["bias"] = ParamSpec((a["out_features"],), a["bias_init"], fin, a["out_features"])
+    return out
+
+
+register(OpDef("linear", (
+    Arg("out_features", "int"), Arg("bias", "bool", True), Arg("weight_init", "init", "default"),
+    Arg("bias_init", "init", "default"),
+), infer=_linear_infer, params=_linear_params,
+    macs=lambda a, s, out: numel(out) * s[0][-1],
+    doc="Fully connected layer over the last dimension (torch.nn.Linear)."))
+
+
+def _bn_infer(a, shapes):
+    (x,) = shapes
+    expect_rank("bn", x, (2, 3, 4))
+    return x
+
+
+def _bn_params(a, shapes):
+    c = shapes[0][1]
+    out = {}
+    if a["affine"]:
+        out["weight"] = ParamSpec((c,), "ones")
+        out["bias"] = ParamSpec((c,), "zeros")
+    out["running_mean"] = ParamSpec((c,), "zeros", trainable=False)
+    out["running_var"] = ParamSpec((c,), "ones", trainable=False)
+    out["num_batches_tracked"] = ParamSpec((), "zeros", trainable=False, dtype="int64")
+    return out
+
+
+register(OpDef("bn", (Arg("eps", "float", 1e-5), Arg("momentum", "float", 0.1), Arg("affine", "bool", True)),
+               infer=_bn_infer, params=_bn_params,
+               doc="Batch normalisation over channels (BatchNorm1d/2d by input rank)."))
+
+
+# ---- element-wise ---------------------------------------------------------------
+
+def _same(a, shapes):
+    return shapes[0]
+
+
+for _name, _doc in [("relu", "max(x, 0)"), ("relu6", "min(max(x, 0), 6)"), ("sigmoid", "1 / (1 + exp(-x))"),
+                    ("tanh", "tanh(x)"), ("gelu", "Gaussian error linear unit"),
+                    ("silu", "x * sigmoid(x) (swish)"), ("hardswish", "x * relu6(x + 3) / 6"),
+                    ("hardsigmoid", "relu6(x + 3) / 6"), ("identity", "x, unchanged")]:
+    register(OpDef(_name, (), infer=_same, doc=_doc, category="activation"))
+register(OpDef("leaky_relu", (Arg("negative_slope", "float", 0.01),), infer=_same,
+               doc="x if x > 0 else negative_slope * x", category="activation"))
+register(OpDef("elu", (Arg("alpha", "float", 1.0),), infer=_same,
+               doc="x if x > 0 else alpha * (exp(x) - 1)", category="activation"))
+
+
+def _dim_checked(op):
+    def rule(a, shapes):
+        norm_dim(op, a["dim"], len(shapes[0]))
+        if norm_dim(op, a["dim"], len(shapes[0])) == 0:
+            raise ShapeError(f"'{op}' cannot work across the batch dimension (dim 0).")
+        return shapes[0]
+    return rule
+
+
+register(OpDef("softmax", (Arg("dim", "int", 1),), infer=_dim_checked("softmax"), category="activation",
+               doc="Softmax along a dimension (default: channels)."))
+register(OpDef("log_softmax", (Arg("dim", "int", 1),), infer=_dim_checked("log_softmax"),
+               category="activation", doc="Log-softmax along a dimension."))
+
+
+def _dropout_infer(a, shapes):
+    if not 0.0 <= a["p"] <= 1.0:
+        raise ShapeError(f"'dropout' needs a probability between 0 and 1, but p is {a['p']}.")
+    return shapes[0]
+
+
+register(OpDef("dropout", (Arg("p", "float", 0.5),), infer=_dropout_infer, category="regularisation",
+               doc="Zeroes elements with probability p in training; identity in inference."))
+register(OpDef("dropout2d", (Arg("p", "float", 0.5),), infer=_dropout_infer, category="regularisation",
+               doc="Zeroes whole channels with probability p in training; identity in inference."))
+
+
+def _lrn_infer(a, shapes):
+    expect_rank("lrn", shapes[0], (3, 4))
+    return shapes[0]
+
+
+register(OpDef("lrn", (Arg("size", "int"), Arg("alpha", "float", 1e-4), Arg("beta", "float", 0.75),
+                       Arg("k", "float", 1.0)),
+               infer=_lrn_infer, doc="Local response normalisation across channels (AlexNet)."))
+
+
+# ---- pooling ----------------------------------------------------------------------
+
+def _pool_infer(op):
+    def rule(a, shapes):
+        (x,) = shapes
+        expect_rank(op, x, (4,), " (N, C, H, W)")
+        (kh, kw), (sh, sw), (ph, pw) = a["kernel_size"], a["stride"], a["padding"]
+        dh, dw = a.get("dilation", (1, 1))
+        if ph * 2 > kh or pw * 2 > kw:
+            raise ShapeError(f"'{op}' padding {a['padding']} must be at most half the kernel size "
+                             f"{a['kernel_size']}.")
+        return (x[0], x[1], window_out(op, x[2], kh, sh, ph, dh, a["ceil_mode"]),
+                window_out(op, x[3], kw, sw, pw, dw, a["ceil_mode"], axis="width"))
+    return rule
+
+
+register(OpDef("maxpool", (Arg("kernel_size", "pair"), Arg("stride", "pair", None), Arg("padding", "pair", 0),
+                           Arg("dilation", "pair", 1), Arg("ceil_mode", "bool", False)),
+               infer=_pool_infer("maxpool"), category="pooling",
+               doc="Max pooling; stride defaults to the kernel size."))
+register(OpDef("avgpool", (Arg("kernel_size", "pair"), Arg("stride", "pair", None), Arg("padding", "pair", 0),
+                           Arg("ceil_mode", "bool", False), Arg("count_include_pad", "bool", True)),
+               infer=_pool_infer("avgpool"), category="pooling",
+               doc="Average pooling; stride defaults to the kernel size."))
+
+
+def _adaptive_infer(op):
+    def rule(a, shapes):
+        (x,) = shapes
+        expect_rank(op, x, (4,), " (N, C, H, W)")
+        return (x[0], x[1], *a["output_size"])
+    return rule
+
+
+register(OpDef("adaptive_avgpool", (Arg("output_size", "pair", 1),), infer=_adaptive_infer("adaptive_avgpool"),
+               category="pooling", doc="Average pooling to a fixed output size (1 = global)."))
+register(OpDef("adaptive_maxpool", (Arg("output_size", "pair", 1),), infer=_adaptive_infer("adaptive_maxpool"),
+               category="pooling", doc="Max pooling to a fixed output size (1 = global)."))
+
+
+# ---- shape manipulation ------------------------------------------------------------
+
+def _flatten_infer(a, shapes):
+    (x,) = shapes
+    s, e = norm_dim("flatten", a["start_dim"], len(x)), norm_dim("flatten", a["end_dim"], len(x))
+    if s == 0:
+        raise ShapeError("'flatten' cannot fold the batch dimension (start_dim must be at least 1).")
+    if e < s:
+        raise ShapeError(f"'flatten' needs end_dim ({a['end_dim']}) at or after start_dim ({a['start_dim']}).")
+    return (*x[:s], numel(x[s:e + 1]), *x[e + 1:])
+
+
+register(OpDef("flatten", (Arg("start_dim", "int", 1), Arg("end_dim", "int", -1)), infer=_flatten_infer,
+               category="shape", doc="Merges dimensions start_dim..end_dim into one."))
+
+
+def _reshape_infer(a, shapes):
+    (x,) = shapes
+    want = list(a["shape"])
+    total = numel(x[1:])
+    if want.count(-1) > 1:
+        raise ShapeError("'reshape' allows at most one -1 in its shape.")
+    if any(d == 0 or d < -1 for d in want):
+        raise ShapeError(f"'reshape' needs positive sizes (or one -1), but got {tuple(want)}.")
+    known = numel([d for d in want if d != -1])
+    if -1 in want:
+        if known == 0 or total % known:
+            raise ShapeError(f"'reshape' cannot fit {total} elements per sample into {tuple(want)}.")
+        want[want.index(-1)] = total // known
+    if numel(want) != total:
+        raise ShapeError(f"'reshape' to {tuple(want)} needs {numel(want)} elements per sample, but the "
+                         f"input {fmt(x)} has {total}.")
+    return (x[0], *want)
+
+
+register(OpDef("reshape", (Arg("shape", "ints"),), infer=_reshape_infer, category="shape",
+               doc="Reshapes each sample; the shape excludes the batch dimension."))
+
+
+def _transpose_infer(a, shapes):
+    (x,) = shapes
+    d0, d1 = norm_dim("transpose", a["dim0"], len(x)), norm_dim("transpose", a["dim1"], len(x))
+    if 0 in (d0, d1):
+        raise ShapeError("'transpose' cannot move the batch dimension (dim 0).")
+    out = list(x)
+    out[d0], out[d1] = out[d1], out[d0]
+    return tuple(out)
+
+
+register(OpDef("transpose", (Arg("dim0", "int"), Arg("dim1", "int")), infer=_transpose_infer, category="shape",
+               doc="Swaps two dimensions (dims count the batch as 0, as in torch)."))
+
+
+def _slice_infer(a, shapes):
+    (x,) = shapes
+    d = norm_dim("slice", a["dim"], len(x))
+    if d == 0:
+        raise ShapeError("'slice' cannot cut the batch dimension (dim 0).")
+    start, end = a["start"], a["end"]
+    if not 0 <= start < end <= x[d]:
+        raise ShapeError(f"'slice' needs 0 <= start < end <= {x[d]} on dimension {d}, "
+                         f"but got start={start}, end={end}.")
+    out = list(x)
+    out[d] = end - start
+    return tuple(out)
+
+
+register(OpDef("slice", (Arg("start", "int"), Arg("end", "int"), Arg("dim", "int", 1)), infer=_slice_infer,
+               category="shape", doc="Keeps indices start..end-1 of one dimension (channel split)."))
+
+
+# ---- merging -----------------------------------------------------------------------------
+
+def _concat_infer(a, shapes):
+    rank = len(shapes[0])
+    d = norm_dim("concat", a["dim"], rank)
+    if d == 0:
+        raise ShapeError("'concat' cannot join along the batch dimension (dim 0).")
+    for i, s in enumerate(shapes[1:], 2):
+        if len(s) != rank or any(p != q for k, (p, q) in enumerate(zip(shapes[0], s)) if k != d):
+            what = "spatial size" if rank == 4 and d == 1 else "shape"
+            raise ShapeError(f"'concat' along dimension {d} needs inputs that agree in every other "
+                             f"dimension, but the {what} differs: input 1 is {fmt(shapes[0])} and "
+                             f"input {i} is {fmt(s)}.")
+    out = list(shapes[0])
+    out[d] = sum(s[d] for s in shapes)
+    return tuple(out)
+
+
+register(OpDef("concat", (Arg("dim", "int", 1),), arity=None, infer=_concat_infer, category="merge",
+               doc="Concatenates its inputs along a dimension (channels by default)."))
+
+
+def _add_infer(a, shapes):
+    for i, s in enumerate(shapes[1:], 2):
+        if tuple(s) != tuple(shapes[0]):
+            what = "channel count" if len(s) == len(shapes[0]) and len(s) > 1 and s[1] != shapes[0][1] \
+                else "shape"
+            raise ShapeError(f"'add' needs inputs of the same shape, but the {what} differs: input 1 is "
+                             f"{fmt(shapes[0])} and input {i} is {fmt(s)}.")
+    return shapes[0]
+
+
+register(OpDef("add", (), arity=None, infer=_add_infer, category="merge",
+               doc="Element-wise sum of inputs of equal shape (residual connections)."))
+register(OpDef("mul", (), arity=None, infer=lambda a, s: broadcast("mul", s), category="merge",
+               doc="Element-wise product with broadcasting (squeeze-and-excitation gating)."))
+
+
+# ---- spatial transformer ---------------------------------------------------------------
+
+def _affine_grid_infer(a, shapes):
+    (theta,) = shapes
+    if tuple(theta[1:]) != (2, 3):
+        raise ShapeError(f"'affine_grid' expects theta of shape (N, 2, 3) but got {fmt(theta)}; "
+                         "reshape the 6 regression outputs with reshape([2, 3]).")
+    size = a["size"]
+    if len(size) != 3 or any(d <= 0 for d in size):
+        raise ShapeError(f"'affine_grid' needs size=[C, H, W] with positive sizes, but got {size}.")
+    return (theta[0], size[1], size[2], 2)
+
+
+register(OpDef("affine_grid", (Arg("size", "ints"), Arg("align_corners", "bool", False)),
+               infer=_affine_grid_infer, category="spatial",
+               doc="Sampling grid (N, H, W, 2) from affine transforms theta (N, 2, 3)."))
+
+
+def _grid_sample_infer(a, shapes):
+    if len(shapes) != 2:
+        raise ShapeError("'grid_sample' takes two inputs: the image and the sampling grid.")
+    x, grid = shapes
+    expect_rank("grid_sample", x, (4,), " image (N, C, H, W)")
+    if len(grid) != 4 or grid[3] != 2:
+        raise ShapeError(f"'grid_sample' expects a grid of shape (N, H, W, 2) but got {fmt(grid)}.")
+    return (x[0], x[1], grid[1], grid[2])
+
+
+register(OpDef("grid_sample", (Arg("mode", "choice:bilinear|nearest", "bilinear"),
+                               Arg("padding_mode", "choice:zeros|border|reflection", "zeros"),
+                               Arg("align_corners", "bool", False)),
+               arity=2, infer=_grid_sample_infer, category="spatial",
+               doc="Samples the image at the grid's points (bilinear by default)."))
+
+# `input` nodes are made by the `input` statement, never called from a chain.
+register(OpDef("input", (Arg("name", "str"),), arity=0, infer=lambda a, s: tuple(a["shape"]),
+               category="io", doc="A model input."))

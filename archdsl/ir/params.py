@@ -1,0 +1,87 @@
+"""Parameters and buffers owned by the IR, materialised lazily as numpy arrays.
+
+Initialisation follows PyTorch's defaults for the same layer unless the spec
+asks otherwise: conv and linear weights and biases are uniform in
+``±1/sqrt(fan_in)`` (``kaiming_uniform_(a=sqrt(5))``), batch-norm weight 1,
+bias 0, running mean 0, running variance 1. Each tensor draws from its own
+generator seeded by its name, so the same spec always gives the same weights.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+INITS = ("default", "zeros", "ones", "kaiming_normal", "kaiming_uniform", "xavier_uniform",
+         "xavier_normal")
+
+
+@dataclass(eq=False)
+class Param:
+    name: str
+    shape: tuple
+    init: object = "default"     # one of INITS, or a list of values
+    fan_in: int = 1
+    fan_out: int = 1
+    trainable: bool = True       # False for buffers (running statistics)
+    dtype: str = "float32"
+    seed: int = 0
+    _value: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def value(self) -> np.ndarray:
+        if self._value is None:
+            self._value = self._initialise()
+        return self._value
+
+    @value.setter
+    def value(self, array) -> None:
+        array = np.asarray(array, dtype=self.dtype)
+        if tuple(array.shape) != tuple(self.shape):
+            raise ValueError(f"{self.name}: shape {array.shape} does not match {self.shape}")
+        self._value = array
+
+    @property
+    def materialised(self) -> bool:
+        return self._value is not None
+
+    def copy(self) -> "Param":
+        p = Param(self.name, self.shape, self.init, self.fan_in, self.fan_out, self.trainable,
+                  self.dtype, self.seed)
+        if self._value is not None:
+            p._value = self._value.copy()
+        return p
+
+    def _rng(self) -> np.random.Generator:
+        digest = hashlib.blake2b(f"{self.seed}:{self.name}".encode(), digest_size=8).digest()
+        return np.random.default_rng(int.from_bytes(digest, "little"))
+
+    def _initialise(self) -> np.ndarray:
+        init, shape = self.init, self.shape
+        if isinstance(init, (list, tuple)):
+            return np.asarray(init, dtype=self.dtype).reshape(shape)
+        if init == "zeros":
+            return np.zeros(shape, self.dtype)
+        if init == "ones":
+            return np.ones(shape, self.dtype)
+        rng = self._rng()
+        if init == "default":
+            bound = 1.0 / math.sqrt(self.fan_in) if self.fan_in > 0 else 0.0
+            return rng.uniform(-bound, bound, shape).astype(self.dtype)
+        if init == "kaiming_normal":        # torchvision's choice: mode="fan_out", relu gain
+            return rng.normal(0.0, math.sqrt(2.0 / max(self.fan_out, 1)), shape).astype(self.dtype)
+        if init == "kaiming_uniform":
+            bound = math.sqrt(6.0 / max(self.fan_in, 1))
+            return rng.uniform(-bound, bound, shape).astype(self.dtype)
+        if init == "xavier_uniform":
+            bound = math.sqrt(6.0 / max(self.fan_in + self.fan_out, 1))
+            return rng.uniform(-bound, bound, shape).astype(self.dtype)
+        if init == "xavier_normal":
+            return rng.normal(0.0, math.sqrt(2.0 / max(self.fan_in + self.fan_out, 1)), shape).astype(self.dtype)
+        raise ValueError(f"unknown initialiser {init!r}")

@@ -1,0 +1,58 @@
+"""Per-op shape arithmetic shared by the op registry (no framework imports)."""
+from __future__ import annotations
+
+import math
+
+
+class ShapeError(Exception):
+    """An op cannot be applied to the shapes it was given; the message is a full sentence."""
+
+
+def fmt(shape) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ")"
+
+
+def expect_rank(op: str, shape, ranks, what: str = "") -> None:
+    if len(shape) not in ranks:
+        want = " or ".join(f"{r}-D" for r in ranks)
+        raise ShapeError(f"'{op}' expects a {want} input{what} but got a {len(shape)}-D tensor "
+                         f"of shape {fmt(shape)}.")
+
+
+def window_out(op: str, size: int, k: int, s: int, p: int, d: int = 1, ceil_mode: bool = False,
+               axis: str = "height") -> int:
+    eff = d * (k - 1) + 1
+    span = size + 2 * p - eff
+    if span < 0:
+        raise ShapeError(f"'{op}' shrinks the {axis} to zero or below: a window of {eff} "
+                         f"(kernel {k}, dilation {d}) does not fit in {size} + 2*{p} padding.")
+    out = (-(-span // s) if ceil_mode else span // s) + 1
+    if ceil_mode and (out - 1) * s >= size + p:
+        out -= 1
+    if out <= 0:
+        raise ShapeError(f"'{op}' shrinks the {axis} from {size} to {out}.")
+    return out
+
+
+def norm_dim(op: str, dim: int, rank: int) -> int:
+    d = dim + rank if dim < 0 else dim
+    if not 0 <= d < rank:
+        raise ShapeError(f"'{op}' names dimension {dim}, but its input has only {rank} dimensions.")
+    return d
+
+
+def broadcast(op: str, shapes) -> tuple:
+    rank = max(len(s) for s in shapes)
+    padded = [(1,) * (rank - len(s)) + tuple(s) for s in shapes]
+    out = []
+    for dims in zip(*padded):
+        sizes = {d for d in dims if d != 1}
+        if len(sizes) > 1:
+            raise ShapeError(f"'{op}' cannot broadcast shapes "
+                             + " and ".join(fmt(s) for s in shapes) + ".")
+        out.append(sizes.pop() if sizes else 1)
+    return tuple(out)
+
+
+def numel(shape) -> int:
+    return math.prod(d for d in shape if d != "N")
