@@ -56,6 +56,19 @@ class ModuleNS:
         return [d for d in self.defs.values() if d.kind == "model"]
 
 
+def display_name(path: Path) -> str:
+    """How diagnostics name a file: relative to the working directory when inside it."""
+    std = Path(str(resources.files("archdsl").joinpath("stdlib")))
+    try:
+        return "std/" + str(path.relative_to(std.resolve()))
+    except ValueError:
+        pass
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def stdlib_modules() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("archdsl").joinpath("stdlib").iterdir()
                   if p.name.endswith(".arch"))
@@ -86,10 +99,11 @@ class Loader:
         if len(self.modules) >= MAX_IMPORTED_FILES:
             raise ArchError(f"The spec imports more than {MAX_IMPORTED_FILES} files.", span)
         text = self._read(path, span)
-        self.sources[key] = text
+        name = display_name(path)
+        self.sources[name] = text
         self._stack.append((key, span))
         try:
-            mod = self._build(parse(text, key), key, path.parent)
+            mod = self._build(parse(text, name), name, path.parent)
         finally:
             self._stack.pop()
         self.modules[key] = mod

@@ -1,0 +1,41 @@
+"""``archc``: the command-line driver. Each sub-command lives in its own module here.
+
+A command module defines ``register(subparsers)``, which adds its parser and
+sets ``fn`` to a function taking the parsed arguments and returning the exit
+status. User errors are :class:`ArchError` and print as diagnostics (exit 1).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..diagnostics import ArchError
+
+COMMANDS = ["check", "stats", "ir", "fmt"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="archc", description="The archdsl compiler for CNN architecture specs.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"{__name__}.{name.replace('-', '_')}").register(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.fn(args)
+    except ArchError as err:
+        print(str(err), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
