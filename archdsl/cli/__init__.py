@@ -12,7 +12,7 @@ import sys
 
 from ..diagnostics import ArchError
 
-COMMANDS = ["check", "stats", "ir", "fmt"]
+COMMANDS = ["check", "stats", "ir", "fmt", "compile"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,56 @@
+"""``archc compile``: a spec to PyTorch (module file or readable source) or ONNX.
+
+Optional steps run in this order: load weights by name (``--weights``), run a
+pass pipeline (``--passes``), then generate the target.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..diagnostics import ArchError
+from .common import add_spec_args, load_graph
+
+TARGETS = ("torch", "torch-src", "onnx")
+
+
+def run(args) -> int:
+    graph = load_graph(args)
+    if args.weights:
+        from ..backends.weights import load_weights
+        load_weights(graph, Path(args.weights))
+    if args.passes:
+        from ..passes.pipeline import run_pipeline
+        graph = run_pipeline(graph, args.passes, verify=args.verify,
+                             print_ir_after=args.print_ir_after or ()).graph
+    out = Path(args.output)
+    if args.target == "torch":
+        from ..backends.torch_save import save_module
+        save_module(graph, out)
+    elif args.target == "torch-src":
+        from ..backends.torch_source import write_source
+        write_source(graph, out)
+    elif args.target == "onnx":
+        from ..backends.onnx_export import save_onnx
+        save_onnx(graph, out, opset=args.opset, functions=args.functions)
+    else:  # argparse's choices make this unreachable
+        raise ArchError(f"Unknown target '{args.target}'; the targets are {', '.join(TARGETS)}.")
+    print(f"wrote {out}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("compile", help="generate PyTorch or ONNX from a spec")
+    add_spec_args(p)
+    p.add_argument("--target", choices=TARGETS, required=True,
+                   help="torch: a saved nn.Module (.pt); torch-src: a standalone Python file; onnx: an ONNX model")
+    p.add_argument("-o", "--output", required=True, help="the file to write")
+    p.add_argument("--weights", help="a PyTorch state_dict (.pt) to load into the IR by name first")
+    p.add_argument("--passes", help='a pass pipeline, e.g. "fold-bn,dce" or "prune{ratio=0.5}"')
+    p.add_argument("--verify", action="store_true",
+                   help="run the model before and after the passes and fail if the outputs diverge")
+    p.add_argument("--print-ir-after", action="append", metavar="PASS",
+                   help="print the canonical IR after the named pass (repeatable)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: see docs/cli.md)")
+    p.add_argument("--functions", action="store_true",
+                   help="ONNX: emit each block definition as an ONNX local function")
+    p.set_defaults(fn=run)
