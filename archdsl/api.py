@@ -40,10 +40,7 @@ def load(source, model: str | None = None, *, max_nodes: int = DEFAULT_MAX_NODES
         else:
             raise ArchError(f"load() takes a path or spec text, not {type(source).__name__}.")
         values = {k: Value(v, _API_SPAN) for k, v in params.items()}
-        for name, text in (defines or {}).items():
-            expr = parse_expression(text, f"-D {name}")
-            loader.sources[f"-D {name}"] = text
-            values[name] = Value(elab.eval(expr, Env(None)), expr.span)
+        values.update(_command_line_values(defines or {}, loader, elab, module))
         graph = elab.elaborate(module, model, values)
         graph.meta["sources"] = sorted(loader.sources)
         return graph
@@ -53,3 +50,23 @@ def load(source, model: str | None = None, *, max_nodes: int = DEFAULT_MAX_NODES
         raise
     except RecursionError:
         raise ArchError("The spec nests too deeply to elaborate.") from None
+
+
+def _command_line_values(defines: dict[str, str], loader, elab, module) -> dict:
+    """Evaluate ``-D name=value`` texts as spec expressions; spans point into the rebuilt command line."""
+    file = "<command line>"
+    parts, values, col = [], {}, 1
+    for name, text in defines.items():
+        part = f"-D {name}={text}"
+        parts.append(part)
+        name_col, value_col = col + 3, col + 4 + len(name)
+        loader.sources[file] = " ".join(parts)
+        try:
+            expr = parse_expression(" " * (value_col - 1) + text, file)
+        except ArchError as err:
+            err.sources[file] = loader.sources[file]
+            raise
+        span = Span(file, 1, name_col, 1, value_col + len(text))
+        values[name] = Value(elab.eval(expr, Env(module)), span)
+        col += len(part) + 1
+    return values
