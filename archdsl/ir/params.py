@@ -72,16 +72,25 @@ class Param:
             return np.ones(shape, self.dtype)
         rng = self._rng()
         if init == "default":
-            bound = 1.0 / math.sqrt(self.fan_in) if self.fan_in > 0 else 0.0
-            return rng.uniform(-bound, bound, shape).astype(self.dtype)
+            return self._uniform(rng, 1.0 / math.sqrt(self.fan_in) if self.fan_in > 0 else 0.0)
         if init == "kaiming_normal":        # torchvision's choice: mode="fan_out", relu gain
-            return rng.normal(0.0, math.sqrt(2.0 / max(self.fan_out, 1)), shape).astype(self.dtype)
+            return self._normal(rng, math.sqrt(2.0 / max(self.fan_out, 1)))
         if init == "kaiming_uniform":
-            bound = math.sqrt(6.0 / max(self.fan_in, 1))
-            return rng.uniform(-bound, bound, shape).astype(self.dtype)
+            return self._uniform(rng, math.sqrt(6.0 / max(self.fan_in, 1)))
         if init == "xavier_uniform":
-            bound = math.sqrt(6.0 / max(self.fan_in + self.fan_out, 1))
-            return rng.uniform(-bound, bound, shape).astype(self.dtype)
+            return self._uniform(rng, math.sqrt(6.0 / max(self.fan_in + self.fan_out, 1)))
         if init == "xavier_normal":
-            return rng.normal(0.0, math.sqrt(2.0 / max(self.fan_in + self.fan_out, 1)), shape).astype(self.dtype)
+            return self._normal(rng, math.sqrt(2.0 / max(self.fan_in + self.fan_out, 1)))
         raise ValueError(f"unknown initialiser {init!r}")
+
+    def _uniform(self, rng: np.random.Generator, bound: float) -> np.ndarray:
+        """U(-bound, bound), drawn directly in float32 (no float64 intermediate)."""
+        out = rng.random(self.shape, dtype=np.float32)
+        out *= np.float32(2 * bound)
+        out -= np.float32(bound)
+        return out
+
+    def _normal(self, rng: np.random.Generator, std: float) -> np.ndarray:
+        out = rng.standard_normal(self.shape, dtype=np.float32)
+        out *= np.float32(std)
+        return out
