@@ -44,7 +44,7 @@ def test_errors_exit_1_without_traceback(tmp_path):
     bad.write_text("model m() {\n  input x: [3, 8, 8]\n  output x -> cnov(4, 3)\n}\n")
     proc = subprocess.run([sys.executable, "-m", "archdsl.cli", "check", str(bad)], capture_output=True, text=True)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert proc.stderr.splitlines()[0].endswith("bad.arch:3:15: error: Unknown name 'cnov'; did you mean 'conv'?")
+    assert proc.stderr.splitlines()[0].endswith("bad.arch:3:15: error: Unknown layer 'cnov'; did you mean 'conv'?")
 
 
 def test_non_arch_files_are_refused_unread(tmp_path, capsys):
