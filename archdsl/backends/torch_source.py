@@ -1,0 +1,819 @@
+"""IR to a standalone, readable PyTorch source file.
+
+The file holds one ``nn.Module`` class per block definition of the spec (see
+:mod:`.torch_classes` for how scopes become classes and numbers become
+constructor arguments), then the model's class, whose constructor arguments
+default to the values the spec was compiled with. It imports only ``torch``.
+Layers with parameters are attributes named by the spec's labels, so
+``state_dict`` keys equal the IR's parameter names; unlabelled layers without
+parameters are function calls in ``forward``. Spec-level initialisation that
+differs from PyTorch's defaults (an STN's identity start, ``weight_init=``) is
+written into the constructors. The text is formatted as ``black`` would format
+it (88 columns) and depends on nothing but the graph, so the same spec always
+gives the same bytes.
+
+``build_module`` imports the generated text from a file and copies the IR's
+weights in; it never executes spec text.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import math
+import sys
+import tempfile
+from pathlib import Path
+
+from ..diagnostics import ArchError
+from ..ir.graph import Graph
+from .torch_classes import MODULE_OPS, Analysis, ClassDef, _default_init, identifier, is_position
+from .torch_exprs import Lin, literal
+
+WIDTH = 88
+INDENT = "    "
+NN_ATTRS = {"forward", "training", "train", "eval", "parameters", "buffers", "children", "modules", "state_dict",
+            "to", "cuda", "cpu", "float", "half", "double", "type", "apply", "zero_grad", "register_buffer",
+            "add_module", "get_submodule", "named_modules", "extra_repr", "dump_patches", "call_super_init"}
+
+
+# ---- small formatting helpers (black's layout for the shapes we emit)
+
+def call(prefix: str, args: list, indent: str, suffix: str = "", trailing: bool = False) -> list:
+    """``prefix(arg, ...)suffix`` as black lays it out at ``indent``."""
+    one = f"{indent}{prefix}{', '.join(args)}){suffix}"
+    if len(one) <= WIDTH and not trailing:
+        return [one]
+    inner = indent + INDENT
+    joined = f"{inner}{', '.join(args)}"
+    if len(joined) <= WIDTH and not trailing:
+        return [f"{indent}{prefix}", joined, f"{indent}){suffix}"]
+    out = [f"{indent}{prefix}"]
+    for a in args:
+        if "\n" in a:
+            lines = a.split("\n")
+            out.append(inner + lines[0])
+            out.extend(lines[1:-1])
+            out.append(lines[-1] + ",")
+        else:
+            out.append(f"{inner}{a},")
+    out.append(f"{indent}){suffix}")
+    return out
+
+
+def E(expr) -> str:
+    return expr.render()
+
+
+def is_const(expr, value) -> bool:
+    return isinstance(expr, Lin) and expr.is_const and expr.const == value and type(expr.const) is type(value)
+
+
+# ---- layers as modules and as functions
+
+def module_call(op: str, x: dict, attrs: dict, in_rank: int) -> tuple:
+    """``(constructor, positional args, keyword args)`` for a layer as an ``nn`` module."""
+    kw = []
+
+    def opt(name, default, key=None):
+        e = x.get(key or name)
+        if e is not None and not is_const(e, default):
+            kw.append(f"{name}={E(e)}")
+    if op == "conv":
+        args = [E(x["in_channels"]), E(x["out_channels"])]
+        kw.append(f"kernel_size={E(x['kernel_size'])}")
+        opt("stride", 1)
+        opt("padding", 0)
+        opt("dilation", 1)
+        opt("groups", 1)
+        if not attrs["bias"]:
+            kw.append("bias=False")
+        return "nn.Conv2d", args, kw
+    if op == "linear":
+        args = [E(x["in_features"]), E(x["out_features"])]
+        if not attrs["bias"]:
+            kw.append("bias=False")
+        return "nn.Linear", args, kw
+    if op == "bn":
+        opt("eps", 1e-5)
+        opt("momentum", 0.1)
+        if not attrs["affine"]:
+            kw.append("affine=False")
+        return ("nn.BatchNorm2d" if in_rank == 4 else "nn.BatchNorm1d"), [E(x["num_features"])], kw
+    simple = {"relu": "nn.ReLU", "relu6": "nn.ReLU6", "sigmoid": "nn.Sigmoid", "tanh": "nn.Tanh", "gelu": "nn.GELU",
+              "silu": "nn.SiLU", "hardswish": "nn.Hardswish", "hardsigmoid": "nn.Hardsigmoid",
+              "identity": "nn.Identity"}
+    if op in simple:
+        return simple[op], [], []
+    if op == "leaky_relu":
+        opt("negative_slope", 0.01)
+        return "nn.LeakyReLU", [], kw
+    if op == "elu":
+        opt("alpha", 1.0)
+        return "nn.ELU", [], kw
+    if op in ("softmax", "log_softmax"):
+        return ("nn.Softmax" if op == "softmax" else "nn.LogSoftmax"), [], [f"dim={E(x['dim'])}"]
+    if op in ("dropout", "dropout2d"):
+        opt("p", 0.5)
+        return ("nn.Dropout" if op == "dropout" else "nn.Dropout2d"), [], kw
+    if op == "lrn":
+        opt("alpha", 1e-4)
+        opt("beta", 0.75)
+        opt("k", 1.0)
+        return "nn.LocalResponseNorm", [E(x["size"])], kw
+    if op in ("maxpool", "avgpool"):
+        kw.append(f"kernel_size={E(x['kernel_size'])}")
+        if x["stride"] != x["kernel_size"]:
+            kw.append(f"stride={E(x['stride'])}")
+        opt("padding", 0)
+        if op == "maxpool":
+            opt("dilation", 1)
+        if attrs["ceil_mode"]:
+            kw.append("ceil_mode=True")
+        if op == "avgpool" and not attrs["count_include_pad"]:
+            kw.append("count_include_pad=False")
+        return ("nn.MaxPool2d" if op == "maxpool" else "nn.AvgPool2d"), [], kw
+    if op in ("adaptive_avgpool", "adaptive_maxpool"):
+        return ("nn.AdaptiveAvgPool2d" if op == "adaptive_avgpool" else "nn.AdaptiveMaxPool2d"), \
+            [E(x["output_size"])], []
+    if op == "flatten":
+        args = []
+        if not (is_const(x["start_dim"], 1) and is_const(x["end_dim"], -1)):
+            args = [E(x["start_dim"])] + ([] if is_const(x["end_dim"], -1) else [E(x["end_dim"])])
+        return "nn.Flatten", args, []
+    raise AssertionError(op)
+
+
+def function_call(op: str, x: dict, attrs: dict, args: list) -> str:
+    """A layer without parameters as an expression over the argument variables."""
+    a = args[0] if args else ""
+    if op in ("relu", "sigmoid", "tanh"):
+        return f"torch.{op}({a})"
+    if op in ("relu6", "gelu", "silu", "hardswish", "hardsigmoid"):
+        return f"F.{op}({a})"
+    if op == "identity":
+        return a
+    if op == "leaky_relu":
+        return f"F.leaky_relu({a}, {E(x['negative_slope'])})"
+    if op == "elu":
+        return f"F.elu({a}, {E(x['alpha'])})"
+    if op in ("softmax", "log_softmax"):
+        return f"F.{op}({a}, dim={E(x['dim'])})"
+    if op in ("dropout", "dropout2d"):
+        return f"F.{op}({a}, {E(x['p'])}, self.training)"
+    if op == "lrn":
+        return f"F.local_response_norm({a}, {E(x['size'])}, {E(x['alpha'])}, {E(x['beta'])}, {E(x['k'])})"
+    if op in ("maxpool", "avgpool"):
+        fn = "F.max_pool2d" if op == "maxpool" else "F.avg_pool2d"
+        parts = [a, E(x["kernel_size"])]
+        if x["stride"] != x["kernel_size"] or not is_const(x["padding"], 0):
+            parts.append(E(x["stride"]))
+        if not is_const(x["padding"], 0):
+            parts.append(E(x["padding"]))
+        if op == "maxpool" and not is_const(x["dilation"], 1):
+            parts.append(f"dilation={E(x['dilation'])}")
+        if attrs["ceil_mode"]:
+            parts.append("ceil_mode=True")
+        if op == "avgpool" and not attrs["count_include_pad"]:
+            parts.append("count_include_pad=False")
+        return f"{fn}({', '.join(parts)})"
+    if op in ("adaptive_avgpool", "adaptive_maxpool"):
+        fn = "F.adaptive_avg_pool2d" if op == "adaptive_avgpool" else "F.adaptive_max_pool2d"
+        return f"{fn}({a}, {E(x['output_size'])})"
+    if op == "flatten":
+        end = "" if is_const(x["end_dim"], -1) else f", {E(x['end_dim'])}"
+        return f"torch.flatten({a}, {E(x['start_dim'])}{end})"
+    if op == "reshape":
+        shape = x["shape"]
+        dims = ", ".join(literal(d) for d in shape.const) if shape.is_const else f"*{E(shape)}"
+        return f"{a}.reshape({a}.size(0), {dims})"
+    if op == "transpose":
+        return f"{a}.transpose({E(x['dim0'])}, {E(x['dim1'])})"
+    if op == "slice":
+        if is_const(x["dim"], 1):
+            return f"{a}[:, {E(x['start'])} : {E(x['end'])}]" if not (x["start"].is_const and x["end"].is_const) \
+                else f"{a}[:, {E(x['start'])}:{E(x['end'])}]"
+        return f"{a}.narrow({E(x['dim'])}, {E(x['start'])}, {E(x['end'])} - {E(x['start'])})"
+    if op == "concat":
+        return f"torch.cat([{', '.join(args)}], {E(x['dim'])})"
+    if op == "add":
+        return " + ".join(args)
+    if op == "mul":
+        return " * ".join(args)
+    if op == "affine_grid":
+        size = ", ".join(literal(d) for d in attrs["size"])
+        ac = ", align_corners=True" if attrs["align_corners"] else ", align_corners=False"
+        return f"F.affine_grid({a}, [{a}.size(0), {size}]{ac})"
+    if op == "grid_sample":
+        kw = []
+        if attrs["mode"] != "bilinear":
+            kw.append(f'mode="{attrs["mode"]}"')
+        if attrs["padding_mode"] != "zeros":
+            kw.append(f'padding_mode="{attrs["padding_mode"]}"')
+        kw.append("align_corners=True" if attrs["align_corners"] else "align_corners=False")
+        return f"F.grid_sample({', '.join(args + kw)})"
+    raise ArchError(f"The PyTorch backend has no rule for op '{op}'.")
+
+
+def init_lines(op: str, local: str, init, target: str, param, indent: str) -> list:
+    """Statements that give a parameter the spec's initialisation."""
+    p = f"{target}.{local}"
+    if isinstance(init, (list, tuple)):
+        values = ", ".join(literal(float(v)) for v in init)
+        shaped = ".view_as(" + p + ")" if len(param.shape) >= 2 else ""
+        return [f"{indent}with torch.no_grad():",
+                f"{indent}{INDENT}{p}.copy_(torch.tensor([{values}]){shaped})"]
+    if init in ("zeros", "ones"):
+        return [f"{indent}nn.init.{init}_({p})"]
+    if len(param.shape) >= 2:
+        if init == "kaiming_normal":
+            return [f'{indent}nn.init.kaiming_normal_({p}, mode="fan_out", nonlinearity="relu")']
+        if init == "kaiming_uniform":
+            return [f'{indent}nn.init.kaiming_uniform_({p}, nonlinearity="relu")']
+        if init in ("xavier_uniform", "xavier_normal"):
+            return [f"{indent}nn.init.{init}_({p})"]
+    fi, fo = max(param.fan_in, 1), max(param.fan_out, 1)
+    if init == "kaiming_normal":
+        return [f"{indent}nn.init.normal_({p}, std={math.sqrt(2.0 / fo)!r})"]
+    if init == "kaiming_uniform":
+        b = math.sqrt(6.0 / fi)
+        return [f"{indent}nn.init.uniform_({p}, {-b!r}, {b!r})"]
+    if init == "xavier_uniform":
+        b = math.sqrt(6.0 / (fi + fo))
+        return [f"{indent}nn.init.uniform_({p}, {-b!r}, {b!r})"]
+    if init == "xavier_normal":
+        return [f"{indent}nn.init.normal_({p}, std={math.sqrt(2.0 / (fi + fo))!r})"]
+    return []
+
+
+# ---- one class
+
+class ClassWriter:
+    def __init__(self, analysis: Analysis, cls: ClassDef, uses: set):
+        self.a, self.cls, self.uses = analysis, cls, uses
+        self.g = analysis.graph
+        self.items = cls.base.items
+        self.seq_mode = False
+
+    def x(self, j: int) -> dict:
+        return {slot: self.cls.exprs[(j, slot)] for slot in self.items[j].slots}
+
+    def data(self, j: int) -> dict:
+        return self.g.data(self.items[j].nid)
+
+    def has_module(self, j: int) -> bool:
+        it = self.items[j]
+        if it.unit is not None:
+            return True
+        d = self.data(j)
+        return d["op"] in MODULE_OPS and (self.seq_mode or bool(it.container) or bool(d["params"])
+                                          or not is_position(it.name))
+
+    def module_expr(self, j: int) -> str:
+        it = self.items[j]
+        if it.unit is not None:
+            child = it.unit.cls
+            args = []
+            for p in child.params:
+                e = self.cls.exprs[(j, p.name)]
+                if p.kind == "flag":
+                    if not is_const(e, False):
+                        args.append(f"{p.name}={E(e)}")
+                else:
+                    args.append(E(e))
+            return f"{child.name}({', '.join(args)})"
+        d = self.data(j)
+        ctor, args, kw = module_call(d["op"], self.x(j), d["attrs"], len(self.g.data(d["inputs"][0])["shape"]))
+        return f"{ctor}({', '.join(args + kw)})"
+
+    # -- __init__
+    def loop_init(self, ind: str) -> list:
+        """A dense block's layers, added in a loop under their spec names."""
+        it = self.items[0]
+        child = it.unit.cls
+        args = []
+        for p in child.params:
+            e = self.cls.exprs[(0, ("row", p.name))]
+            if p.kind == "flag":
+                if not is_const(e, False):
+                    args.append(f"{p.name}={E(e)}")
+            else:
+                args.append(E(e))
+        count = E(self.cls.exprs[(0, "num_layers")])
+        name = f'f"{it.stem}{{i + {it.offset}}}"' if it.offset else f'f"{it.stem}{{i}}"'
+        inner = ind + INDENT
+        body = call(f"self.add_module({name}, {child.name}(", args, inner, ")")
+        if len(body) > 1:
+            body = call("self.add_module(", [name, f"{child.name}({', '.join(args)})"], inner)
+            if len(body[1]) > WIDTH:
+                body = [f"{inner}self.add_module(", f"{inner}{INDENT}{name},",
+                        *call(f"{child.name}(", args, inner + INDENT, ","), f"{inner})"]
+        return [f"{ind}for i in range({count}):", *body]
+
+    def tree(self) -> list:
+        """Top-level entries in order: ("item", j) or ("seq", name, [entries])."""
+        root: list = []
+        for j, it in enumerate(self.items):
+            level = root
+            for depth, name in enumerate(it.container):
+                if level and level[-1][0] == "seq" and level[-1][1] == name:
+                    level = level[-1][2]
+                else:
+                    node = ("seq", name, [])
+                    level.append(node)
+                    level = node[2]
+            level.append(("item", j))
+        return root
+
+    def seq_expr(self, entries: list, indent: str) -> list:
+        """``nn.Sequential(...)`` lines (the first without indent) for an inline sequence."""
+        names = [self.items[e[1]].name if e[0] == "item" else e[1] for e in entries]
+        exprs = []
+        for e in entries:
+            if e[0] == "item":
+                exprs.append(self.module_expr(e[1]))
+            else:
+                exprs.append("\n".join(self.seq_expr(e[2], indent + INDENT)))
+        positional = names == [str(i) for i in range(len(names))]
+        inner = indent + INDENT
+        lines = [f"nn.Sequential("]
+        if positional:
+            i = 0
+            while i < len(exprs):
+                k = i
+                while k < len(exprs) and exprs[k] == exprs[i] and "\n" not in exprs[i]:
+                    k += 1
+                if k - i >= 3:
+                    lines.append(f"{inner}*[{exprs[i]} for _ in range({k - i})],")
+                    i = k
+                    continue
+                lines.extend(self._arg_lines(exprs[i], inner))
+                i += 1
+        else:
+            self.uses.add("OrderedDict")
+            lines = ["nn.Sequential(", f"{inner}OrderedDict("]
+            lines.append(f"{inner}{INDENT}[")
+            for n, ex in zip(names, exprs):
+                deeper = inner + INDENT * 2
+                sub = ex.split("\n")
+                if len(sub) > 1:
+                    lines.append(f'{deeper}("{n}", {sub[0]}')
+                if len(sub) == 1:
+                    one = f'{deeper}("{n}", {ex}),'
+                    if len(one) <= WIDTH:
+                        lines.append(one)
+                    else:
+                        lines.append(f"{deeper}(")
+                        lines.append(f'{deeper}{INDENT}"{n}",')
+                        lines.extend(call(ex[:ex.index("(") + 1], _split_args(ex), deeper + INDENT, ",",
+                                          trailing=False))
+                        lines.append(f"{deeper}),")
+                else:
+                    lines.extend(sub[1:-1])
+                    lines.append(sub[-1] + "),")
+            lines.append(f"{inner}{INDENT}]")
+            lines.append(f"{inner}),")
+        lines.append(f"{indent})")
+        return lines
+
+    def _arg_lines(self, ex: str, inner: str) -> list:
+        if "\n" in ex:
+            sub = ex.split("\n")
+            return [inner + sub[0], *sub[1:-1], sub[-1] + ","]
+        if len(inner + ex + ",") <= WIDTH:
+            return [f"{inner}{ex},"]
+        return call(ex[:ex.index("(") + 1], _split_args(ex), inner, ",")
+
+    def attr(self, name: str) -> str:
+        return f"self.{name}" if name.isidentifier() and name not in NN_ATTRS and not is_position(name) \
+            else f'getattr(self, "{name}")'
+
+    def assign(self, name: str, lines: list, indent: str) -> list:
+        """``self.name = <expr lines>`` (``add_module`` for names that are not attributes)."""
+        if name.isidentifier() and name not in NN_ATTRS:
+            head = f"{indent}self.{name} = "
+            tail = ""
+        else:
+            head = f'{indent}self.add_module("{name}", '
+            tail = ")"
+        if len(lines) == 1:
+            one = head + lines[0] + tail
+            if len(one) <= WIDTH:
+                return [one]
+            ex = lines[0]
+            return call(head[len(indent):] + ex[:ex.index("(") + 1], _split_args(ex), indent, tail)
+        return [head + lines[0], *lines[1:-1], lines[-1] + tail]
+
+    def init_body(self) -> list:
+        ind = INDENT * 2
+        out = []
+        for entry in self.tree():
+            name = self.items[entry[1]].name if entry[0] == "item" else entry[1]
+            if entry[0] == "item" and not self.has_module(entry[1]):
+                continue
+            flag = self.cls.optional.get(name)
+            at = ind + INDENT if flag else ind
+            if entry[0] == "item":
+                body = self.assign(name, [self.module_expr(entry[1])], at)
+            else:
+                body = self.assign(name, self.seq_expr(entry[2], at), at)
+            if flag:
+                out.append(f"{ind}if {flag}:")
+                out.extend(body)
+                out.append(f"{ind}else:")
+                out.append(f"{ind}{INDENT}self.{name} = None")
+            else:
+                out.extend(body)
+        out.extend(self.init_statements(ind))
+        return out
+
+    def target(self, j: int) -> str:
+        it = self.items[j]
+        path = self.attr(it.container[0] if it.container else it.name)
+        for name in list(it.container[1:]) + ([it.name] if it.container else []):
+            path += f"[{name}]" if is_position(name) else f".{name}"
+        return path
+
+    def init_statements(self, ind: str) -> list:
+        out = []
+        for j, it in enumerate(self.items):
+            if it.unit is not None:
+                continue
+            d = self.data(j)
+            for local, pname in sorted(d["params"].items()):
+                p = self.g.params[pname]
+                if p.init == _default_init(d["op"], local):
+                    continue
+                flag = self.cls.optional.get(it.entity)
+                lines = init_lines(d["op"], local, p.init, self.target(j), p, ind + (INDENT if flag else ""))
+                if flag and lines:
+                    out.append(f"{ind}if self.{it.entity} is not None:")
+                out.extend(lines)
+        return out
+
+    # -- forward
+    def steps(self) -> list:
+        """Forward steps: (kind, first item, last item, name) with kind "item" or "seq"."""
+        out = []
+        for entry in self.tree():
+            if entry[0] == "item":
+                out.append(("item", entry[1], entry[1], self.items[entry[1]].name))
+            else:
+                js = _flat(entry)
+                out.append(("seq", js[0], js[-1], entry[1]))
+        return out
+
+    def forward_body(self, in_names: list) -> list:
+        ind = INDENT * 2
+        base = self.cls.base
+        steps = self.steps()
+        var: dict = {("in", k): n for k, n in enumerate(in_names)}
+        produced = {}
+        for s, (kind, first, last, name) in enumerate(steps):
+            if kind == "item":
+                for o in range(len(self.items[first].outputs)):
+                    produced[("it", first, o)] = s
+            else:
+                produced[("it", last, 0)] = s
+        step_inputs = []
+        for kind, first, last, name in steps:
+            step_inputs.append(list(self.items[first].inputs))
+        # the results the class returns
+        outs = []
+        for nid in base.outputs:
+            outs.append(self._ref_of(nid))
+        consumers: dict = {}
+        for s, ins in enumerate(step_inputs):
+            for r in ins:
+                consumers.setdefault(r, []).append(s)
+        last_use = {r: max(ss) for r, ss in consumers.items()}
+        for r in outs:
+            last_use[r] = len(steps)
+        lines = []
+        live: dict = {n: r for r, n in var.items()}
+        counter = [1]
+
+        def fresh(prefer: list) -> str:
+            for n in prefer:
+                if n and n not in live and n not in ("self",):
+                    return n
+            while True:
+                counter[0] += 1
+                n = f"out{counter[0]}"
+                if n not in live:
+                    return n
+
+        def release(s):
+            for n, r in list(live.items()):
+                if last_use.get(r, -1) <= s and r not in outs:
+                    del live[n]
+
+        for s, (kind, first, last, name) in enumerate(steps):
+            ins = step_inputs[s]
+            args = [var[r] for r in ins]
+            flag = self.cls.optional.get(name)
+            it = self.items[first]
+            n_out = len(it.outputs) if kind == "item" else 1
+            out_ref = ("it", first, 0) if kind == "item" else ("it", last, 0)
+            if kind == "seq" or self.has_module(first):
+                expr = f"{self.attr(name)}({', '.join(args)})"
+            else:
+                expr = function_call(self.data(first)["op"], self.x(first), self.data(first)["attrs"], args)
+            if kind == "item" and it.unit is None and self.data(first)["op"] == "identity" and not flag:
+                var[out_ref] = args[0]
+                live[args[0]] = out_ref
+                continue
+            if n_out > 1:
+                names = [fresh(["out"]) for _ in range(n_out)]
+                for o, n in enumerate(names):
+                    var[("it", first, o)] = n
+                    live[n] = ("it", first, o)
+                lines.extend(self._stmt(", ".join(names), expr, ind))
+                release(s)
+                continue
+            generic = {"x", "out"} | set(in_names)
+            reuse = None
+            role = self._role(s, steps, step_inputs, out_ref)
+            if role and not flag:
+                n = fresh([role, "out"])
+                lines.extend(self._stmt(n, expr, ind))
+                var[out_ref] = n
+                release(s)
+                live[n] = out_ref
+                continue
+            if not flag and ins:
+                r = ins[0]
+                if len(consumers.get(r, [])) == 1 and r not in outs and (
+                        len(set(ins)) == 1 or var[r] in generic or var[r].startswith("out")):
+                    reuse = var[r]
+            if flag:
+                users = [t for t in range(s + 1, len(steps)) if out_ref in step_inputs[t]]
+                is_add = any(steps[t][0] == "item" and self.items[steps[t][1]].unit is None
+                             and self.data(steps[t][1])["op"] == "add" for t in users)
+                n = fresh(["identity" if is_add else identifier(name), "out"])
+                lines.append(f"{ind}{n} = {args[0]}")
+                lines.append(f"{ind}if {self.attr(name)} is not None:")
+                lines.extend(self._stmt(n, expr, ind + INDENT))
+            else:
+                if reuse:
+                    n = reuse
+                else:
+                    label = identifier(name) if not is_position(name) else None
+                    fan_out = bool(ins) and len(consumers.get(ins[0], [])) > 1
+                    module = it.unit is not None or kind == "seq"
+                    prefer = [label, "out"] if fan_out and module else ["out", label]
+                    n = fresh(prefer)
+                lines.extend(self._stmt(n, expr, ind))
+            var[out_ref] = n
+            release(s)
+            live[n] = out_ref
+        ret = [var[r] for r in outs]
+        last = lines[-1] if lines else ""
+        if len(ret) == 1 and lines and last.startswith(f"{ind}{ret[0]} = ") and "\n" not in last \
+                and self._single_assignment(lines, ret[0]):
+            expr = last[len(f"{ind}{ret[0]} = "):]
+            lines[-1] = f"{ind}return {expr}"
+            if len(lines[-1]) > WIDTH:
+                lines[-1:] = self._stmt(None, expr, ind)
+        else:
+            lines.append(f"{ind}return {', '.join(ret)}")
+        return lines
+
+    def _role(self, s, steps, step_inputs, out_ref) -> str | None:
+        """Names for the tensors of a spatial transformer: ``theta`` and ``grid``."""
+        kind, first = steps[s][0], steps[s][1]
+        if kind != "item" or self.items[first].unit is not None:
+            return None
+        op = self.data(first)["op"]
+        if op == "affine_grid":
+            return "grid"
+        users = [t for t in range(s + 1, len(steps)) if out_ref in step_inputs[t]]
+        if op == "reshape" and len(users) == 1 and steps[users[0]][0] == "item" \
+                and self.items[steps[users[0]][1]].unit is None \
+                and self.data(steps[users[0]][1])["op"] == "affine_grid":
+            return "theta"
+        return None
+
+    @staticmethod
+    def _single_assignment(lines, name) -> bool:
+        return not lines[-1].rstrip().endswith("(")
+
+    def _stmt(self, name, expr: str, ind: str) -> list:
+        head = f"{name} = " if name else "return "
+        one = f"{ind}{head}{expr}"
+        if len(one) <= WIDTH or "(" not in expr:
+            return [one]
+        return call(head + expr[:expr.index("(") + 1], _split_args(expr), ind)
+
+    def _ref_of(self, nid: int):
+        base = self.cls.base
+        if nid in base.inputs:
+            return ("in", base.inputs.index(nid))
+        for j, it in enumerate(self.items):
+            if nid in it.outputs:
+                if it.container:
+                    return ("it", j, 0)
+                return ("it", j, it.outputs.index(nid))
+        raise AssertionError(nid)
+
+    # -- the whole class
+    def write(self) -> list:
+        cls = self.cls
+        if cls.kind == "model":
+            in_names = []
+            for nid in cls.base.inputs:
+                n = identifier(self.g.data(nid)["attrs"].get("name", "x"))
+                in_names.append(n if n not in in_names else f"{n}{len(in_names) + 1}")
+        else:
+            k = len(cls.base.inputs)
+            in_names = ["x"] if k == 1 else [f"x{i + 1}" for i in range(k)]
+        sequential = self.seq_mode = self._is_named_chain()
+        base_cls = "nn.Sequential" if sequential else "nn.Module"
+        lines = [f"class {cls.name}({base_cls}):"]
+        lines.append(f'{INDENT}"""{self.docstring()}"""')
+        lines.append("")
+        params = []
+        for p in cls.params:
+            ann = {"int": "int", "float": "float", "bool": "bool", "str": "str"}.get(p.annotation, p.annotation)
+            params.append(f"{p.name}: {ann}" + ("" if p.default is ... else f" = {literal(p.default)}"))
+        lines.extend(call("def __init__(", ["self"] + params, INDENT, " -> None:"))
+        names = [it.name for it in self.items]
+        if sequential and names == [str(i) for i in range(len(names))]:
+            lines.append(f"{INDENT * 2}super().__init__(")
+            for j in range(len(self.items)):
+                lines.extend(self._arg_lines(self.module_expr(j), INDENT * 3))
+            lines.append(f"{INDENT * 2})")
+            lines.extend(self.init_statements(INDENT * 2))
+        elif len(self.items) == 1 and self.items[0].rows:
+            lines.append(f"{INDENT * 2}super().__init__()")
+            lines.extend(self.loop_init(INDENT * 2))
+        else:
+            lines.append(f"{INDENT * 2}super().__init__()")
+            lines.extend(self.init_body())
+        if not sequential:
+            lines.append("")
+            outs = len(cls.base.outputs)
+            ret = "Tensor" if outs == 1 else "tuple[" + ", ".join(["Tensor"] * outs) + "]"
+            sig = call("def forward(", ["self"] + [f"{n}: Tensor" for n in in_names], INDENT, f" -> {ret}:")
+            lines.extend(sig)
+            if len(self.items) == 1 and self.items[0].rows:
+                ind = INDENT * 2
+                lines += [f"{ind}features = [{in_names[0]}]",
+                          f"{ind}for layer in self.children():",
+                          f"{ind}{INDENT}features.append(layer(torch.cat(features, 1)))",
+                          f"{ind}return torch.cat(features, 1)"]
+            else:
+                lines.extend(self.forward_body(in_names))
+        return lines
+
+    def _is_named_chain(self) -> bool:
+        """A block whose body is a chain of named modules is written as an ``nn.Sequential``."""
+        cls = self.cls
+        if cls.kind == "model" or cls.optional or len(cls.base.inputs) != 1 or len(cls.base.outputs) != 1:
+            return False
+        if any(it.container for it in self.items) or len(self.items) < 2:
+            return False
+        prev = ("in", 0)
+        for j, it in enumerate(self.items):
+            if it.inputs != (prev,) or len(it.outputs) != 1:
+                return False
+            if it.unit is None and self.data(j)["op"] not in MODULE_OPS:
+                return False
+            if it.unit is not None and (len(it.unit.inputs) != 1 or len(it.unit.outputs) != 1):
+                return False
+            prev = ("it", j, 0)
+        names = [it.name for it in self.items]
+        positional = names == [str(i) for i in range(len(names))]
+        return positional or not any(is_position(n) for n in names)
+
+    def docstring(self) -> str:
+        cls = self.cls
+        if cls.kind == "model":
+            return f"The model ``{cls.spec_name}``."
+        if cls.kind == "block":
+            n = len(cls.insts)
+            return f"Block ``{cls.spec_name}`` of the spec ({n} instance{'s' if n != 1 else ''})."
+        return f"A labelled ``{cls.kind}`` of the spec."
+
+
+def _flat(entry) -> list:
+    out = []
+    for e in entry[2]:
+        out.extend([e[1]] if e[0] == "item" else _flat(e))
+    return out
+
+
+def _split_args(expr: str) -> list:
+    """The top-level arguments of ``f(a, b(c, d), e)``."""
+    inner = expr[expr.index("(") + 1:expr.rindex(")")]
+    out, depth, cur = [], 0, ""
+    quote = None
+    for ch in inner:
+        if quote:
+            cur += ch
+            if ch == quote:
+                quote = None
+            continue
+        if ch in "\"'":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        if ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        out.append(cur.strip())
+    return out
+
+
+# ---- the file
+
+def _shape(shape) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ")"
+
+
+def generate_source(graph: Graph) -> str:
+    """The standalone PyTorch source of ``graph`` (deterministic)."""
+    analysis = Analysis(graph)
+    uses: set = set()
+    bodies = []
+    for cls in analysis.classes:
+        if cls.kind == "model":
+            continue
+        bodies.append(ClassWriter(analysis, cls, uses).write())
+    top = next(c for c in analysis.classes if c.kind == "model")
+    bodies.append(ClassWriter(analysis, top, uses).write())
+    text = "\n".join(line for body in bodies for line in body + ["", ""])
+    spec = graph.meta.get("file", "<spec>")
+    if Path(spec).is_absolute():
+        spec = Path(spec).name
+    model = graph.meta.get("model", graph.name)
+    ins = ", ".join(f"{graph.data(n)['attrs'].get('name', 'x')} {_shape(graph.data(n)['shape'])}"
+                    for n in graph.inputs)
+    outs = ", ".join(_shape(graph.data(n)["shape"]) for n in graph.outputs)
+    head = [
+        f'"""PyTorch model ``{model}``, generated by archdsl from {spec}.',
+        "",
+        f"Build it with ``{top.name}()``; the constructor's defaults are the values the",
+        "spec was compiled with. Input: " + ins + "; output: " + outs + ".",
+        '"""',
+    ]
+    imports = []
+    if "OrderedDict" in uses:
+        imports.append("from collections import OrderedDict")
+        imports.append("")
+    imports.append("import torch")
+    if "F." in text:
+        imports.append("import torch.nn.functional as F")
+    imports.append("from torch import Tensor, nn")
+    body = "\n".join(head + [""] + imports + ["", "", ""]) + text
+    return body.rstrip("\n") + "\n"
+
+
+def write_source(graph: Graph, path) -> None:
+    Path(path).write_text(generate_source(graph))
+
+
+def load_source(text: str, name: str = "archdsl_generated"):
+    """Import generated source from a file named by its hash; returns the Python module."""
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    folder = Path(tempfile.gettempdir()) / "archdsl_torch_source"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}_{digest}.py"
+    if not path.exists() or path.read_text() != text:
+        tmp = path.with_suffix(f".{digest}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    modname = f"{name}_{digest}"
+    if modname in sys.modules:
+        return sys.modules[modname]
+    spec = importlib.util.spec_from_file_location(modname, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[modname] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def build_module(graph: Graph, load_weights: bool = True):
+    """The generated source's model class, instantiated, with the IR's weights copied in."""
+    import numpy as np
+    import torch
+    text = generate_source(graph)
+    module = load_source(text)
+    analysis_top = _top_class_name(text)
+    model = getattr(module, analysis_top)()
+    if load_weights:
+        state = {name: torch.from_numpy(np.array(p.value, copy=True)) for name, p in graph.params.items()}
+        model.load_state_dict(state, strict=True)
+    model.archdsl_source = text
+    return model
+
+
+def _top_class_name(text: str) -> str:
+    for line in text.split("\n"):
+        if line.startswith("Build it with ``"):
+            return line[len("Build it with ``"):line.index("()")]
+    raise AssertionError("no model class in the generated source")

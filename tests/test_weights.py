@@ -1,0 +1,115 @@
+"""`--weights`: a state_dict loaded into the IR by name, and its errors."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+import archdsl
+from archdsl import ArchError
+from archdsl.backends.torch_source import build_module
+from archdsl.backends.weights import load_weights
+from archdsl.cli import main
+
+RESNET = Path(__file__).resolve().parent.parent / "zoo_specs" / "resnet.arch"
+SMALL = """
+model tiny(num_classes: int = 3) {
+    input x: [2, 8, 8]
+    output x -> conv1: conv(4, 3, padding=1) -> bn1: bn -> relu -> adaptive_avgpool(1) -> flatten
+             -> fc: linear(num_classes)
+}
+"""
+
+
+def test_torchvision_weights_flow_into_the_ir_and_the_generated_module(tmp_path):
+    twin = torchvision.models.resnet18().eval()
+    torch.save(twin.state_dict(), tmp_path / "ckpt.pt")
+    g = archdsl.load(RESNET, "resnet18", size=64)
+    load_weights(g, tmp_path / "ckpt.pt")
+    assert np.array_equal(g.params["layer2.0.downsample.0.weight"].value,
+                          twin.state_dict()["layer2.0.downsample.0.weight"].numpy())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert (build_module(g).eval()(x) - twin(x)).abs().max().item() <= 1e-5
+
+
+def test_a_checkpoint_dict_is_accepted_and_the_cli_compiles_with_it(tmp_path):
+    g = archdsl.load(SMALL)
+    ref = archdsl.to_torch(g)
+    state = {k: torch.randn_like(v.float()).to(v.dtype) for k, v in ref.state_dict().items()}
+    torch.save({"state_dict": state, "epoch": 3}, tmp_path / "ckpt.pt")
+    spec = tmp_path / "tiny.arch"
+    spec.write_text(SMALL)
+    out = tmp_path / "model.py"
+    assert main(["compile", str(spec), "--target", "torch-src", "--weights", str(tmp_path / "ckpt.pt"),
+                 "-o", str(out)]) == 0
+    load_weights(g, tmp_path / "ckpt.pt")
+    assert torch.equal(torch.from_numpy(g.params["fc.weight"].value), state["fc.weight"])
+
+
+def mismatched(tmp_path):
+    g = archdsl.load(SMALL)
+    state = {k: torch.zeros(p.shape) for k, p in g.params.items()}
+    del state["fc.bias"], state["bn1.running_var"]
+    state["head.weight"] = torch.zeros(3)
+    state["conv1.weight"] = torch.zeros(4, 3, 3, 3)
+    del state["bn1.num_batches_tracked"]           # optional, as in PyTorch
+    torch.save(state, tmp_path / "bad.pt")
+    return g, tmp_path / "bad.pt"
+
+
+def test_mismatched_names_are_listed_in_one_error(tmp_path):
+    g, path = mismatched(tmp_path)
+    with pytest.raises(ArchError) as info:
+        load_weights(g, path)
+    assert str(info.value).splitlines() == [
+        f"error: The weights in '{path}' do not match model 'tiny' (2 missing, 1 unexpected, 1 wrong-shaped names).",
+        "note: missing from the file: bn1.running_var, fc.bias",
+        "note: not in the model: head.weight",
+        "note: wrong shape: conv1.weight is (4, 3, 3, 3) in the file but (4, 2, 3, 3) in the model",
+    ]
+
+
+def test_long_lists_are_cut_to_a_few_and_a_count(tmp_path):
+    g = archdsl.load(RESNET, "resnet18")
+    torch.save({"other": torch.zeros(1)}, tmp_path / "empty.pt")
+    with pytest.raises(ArchError) as info:
+        load_weights(g, tmp_path / "empty.pt")
+    notes = [n.message for n in info.value.notes]
+    assert notes[0] == ("missing from the file: conv1.weight, bn1.weight, bn1.bias, bn1.running_mean, "
+                        "bn1.running_var and 97 more")
+
+
+def test_the_cli_reports_a_mismatch_without_a_traceback(tmp_path, capsys):
+    _, path = mismatched(tmp_path)
+    spec = tmp_path / "tiny.arch"
+    spec.write_text(SMALL)
+    assert main(["compile", str(spec), "--target", "torch-src", "--weights", str(path),
+                 "-o", str(tmp_path / "m.py")]) == 1
+    err = capsys.readouterr().err
+    assert "do not match model 'tiny'" in err and "Traceback" not in err
+    assert not (tmp_path / "m.py").exists()
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("side effect",))
+
+
+def test_files_that_are_not_plain_state_dicts_are_refused(tmp_path):
+    g = archdsl.load(SMALL)
+    torch.save({"state_dict": Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(ArchError) as info:
+        load_weights(g, tmp_path / "evil.pt")
+    assert info.value.message == (f"Cannot read the weights file '{tmp_path / 'evil.pt'}' as a PyTorch state_dict: "
+                                  "it holds Python objects other than tensors, which archdsl does not load "
+                                  "(torch.load with weights_only=True).")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ArchError, match=r"^error: Cannot read the weights file '.*junk\.pt' as a PyTorch "):
+        load_weights(g, tmp_path / "junk.pt")
+    torch.save([torch.zeros(1)], tmp_path / "list.pt")
+    with pytest.raises(ArchError, match=r"holds list, not a state_dict"):
+        load_weights(g, tmp_path / "list.pt")
+    with pytest.raises(ArchError, match=r"^error: Cannot read the weights file '.*missing\.pt': there is no such file\.$"):
+        load_weights(g, tmp_path / "missing.pt")
