@@ -1,0 +1,224 @@
+"""The pass machinery: :class:`Pass`, its :class:`PassResult` and :class:`PassReport`, and the registry.
+
+A pass is a dataclass whose fields are its options, with a registered ``name``
+(``fold-bn``) and a one-line docstring. It implements ``rewrite(graph, report)``,
+which edits ``graph`` through the :class:`~archdsl.ir.graph.Graph` methods only and
+returns whether it changed anything. :meth:`Pass.run` gives ``rewrite`` a copy, so
+the caller's graph is never touched, and measures both graphs itself: nodes
+removed and added are the difference of the node sets, parameters and MACs come
+from :func:`archdsl.ir.stats.totals`, so a pass cannot misreport them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from ..diagnostics import Span
+from ..ir.graph import Graph
+from ..ir.stats import totals
+
+PASSES: dict[str, type["Pass"]] = {}
+
+OPTION_TYPES = (bool, int, float, str)
+
+
+def register(cls: type["Pass"]) -> type["Pass"]:
+    """Class decorator: make ``cls`` available by its ``name`` in pipelines and ``archc passes``."""
+    if not cls.name or not isinstance(cls.name, str):
+        raise TypeError(f"{cls.__name__} needs a class attribute `name`")
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls.__name__} must be a dataclass (its fields are the pass options)")
+    if not (cls.__doc__ or "").strip() or cls.__doc__.startswith(cls.__name__ + "("):
+        raise TypeError(f"{cls.__name__} needs a docstring (its first line is the pass's summary)")
+    for f in dataclasses.fields(cls):
+        if option_type(cls, f.name) not in OPTION_TYPES:
+            raise TypeError(f"option {f.name} of {cls.__name__} must be one of bool, int, float, str")
+    if cls.name in PASSES and PASSES[cls.name] is not cls:
+        raise ValueError(f"a pass named {cls.name!r} is already registered ({PASSES[cls.name].__name__})")
+    PASSES[cls.name] = cls
+    return cls
+
+
+def registry() -> dict[str, type["Pass"]]:
+    """Every registered pass by name, sorted (importing the package registers the built-in ones)."""
+    from .. import passes  # noqa: F401  (registers the built-in passes)
+    return dict(sorted(PASSES.items()))
+
+
+def option_type(cls, name: str) -> type:
+    return typing.get_type_hints(cls)[name]
+
+
+def node_label(graph: Graph, nid: int) -> str:
+    """How reports name a node: its scope, a model input's name, or ``%id``."""
+    d = graph.data(nid)
+    return d["scope"] or (d["attrs"].get("name") if d["op"] == "input" else None) or f"%{nid}"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A rewrite a pass considered and declined, with the reason (a full sentence)."""
+    node: str
+    op: str
+    reason: str
+    span: Span | None = None
+
+    def __str__(self) -> str:
+        return f"@{self.node} ({self.op}): {self.reason}"
+
+
+@dataclass
+class PassReport:
+    """What one pass did: node and cost changes, one line per rewrite, and what it refused and why."""
+    pass_name: str
+    modified: bool = False
+    nodes_before: int = 0
+    nodes_after: int = 0
+    params_before: int = 0
+    params_after: int = 0
+    macs_before: int = 0
+    macs_after: int = 0
+    removed: list[str] = field(default_factory=list)     # labels of removed nodes (input graph order)
+    added: list[str] = field(default_factory=list)       # labels of new nodes (output graph order)
+    rewritten: list[str] = field(default_factory=list)   # labels of kept nodes whose data or weights changed
+    rewired: list[str] = field(default_factory=list)     # labels of kept nodes whose operands alone changed
+    actions: list[str] = field(default_factory=list)
+    refused: list[Refusal] = field(default_factory=list)
+    _touched: set = field(default_factory=set, repr=False, compare=False)
+
+    @property
+    def nodes_removed(self) -> int:
+        return len(self.removed)
+
+    @property
+    def nodes_added(self) -> int:
+        return len(self.added)
+
+    def did(self, action: str) -> None:
+        self.actions.append(action)
+
+    def touched(self, nid: int) -> None:
+        """Record that a kept node was changed in a way the graph diff cannot see (its weights' values)."""
+        self._touched.add(nid)
+
+    def refuse(self, graph: Graph, nid: int, reason: str) -> None:
+        d = graph.data(nid)
+        self.refused.append(Refusal(node_label(graph, nid), d["op"], reason, d["span"]))
+
+    def summary(self) -> str:
+        """A short human-readable account, one line plus one per refusal."""
+        state = "modified" if self.modified else "unchanged"
+        head = (f"{self.pass_name}: {state}; nodes {self.nodes_before} -> {self.nodes_after} "
+                f"({self.nodes_removed} removed, {self.nodes_added} added, {len(self.rewritten)} rewritten); "
+                f"params {self.params_before:,} -> {self.params_after:,}; "
+                f"MACs {self.macs_before:,} -> {self.macs_after:,}")
+        return "\n".join([head] + [f"  refused {r}" for r in self.refused])
+
+    def to_json(self) -> dict:
+        return {"pass": self.pass_name, "modified": self.modified,
+                "nodes_before": self.nodes_before, "nodes_after": self.nodes_after,
+                "params_before": self.params_before, "params_after": self.params_after,
+                "macs_before": self.macs_before, "macs_after": self.macs_after,
+                "removed": list(self.removed), "added": list(self.added), "rewritten": list(self.rewritten),
+                "rewired": list(self.rewired), "actions": list(self.actions),
+                "refused": [{"node": r.node, "op": r.op, "reason": r.reason,
+                             "location": str(r.span) if r.span else None} for r in self.refused]}
+
+
+@dataclass
+class PassResult:
+    graph: Graph
+    modified: bool
+    report: PassReport
+
+
+def _signature(d: dict) -> tuple:
+    return (d["op"], repr(sorted(d["attrs"].items())), tuple(d["shape"]), tuple(sorted(d["params"].items())))
+
+
+class Pass:
+    """Base class of all passes; subclasses are ``@register``-ed dataclasses (fields are options)."""
+
+    name: ClassVar[str] = ""
+
+    def rewrite(self, graph: Graph, report: PassReport) -> bool:
+        """Edit ``graph`` (a private copy) in place; return whether anything changed."""
+        raise NotImplementedError
+
+    def run(self, graph: Graph) -> PassResult:
+        """Run on a copy of ``graph``; the report's counts are measured, not taken from the pass."""
+        g = graph.copy()
+        report = PassReport(self.name)
+        before = totals(graph)
+        modified = bool(self.rewrite(g, report))
+        after = totals(g)
+        report.nodes_before, report.nodes_after = before["nodes"], after["nodes"]
+        report.params_before, report.params_after = before["params"], after["params"]
+        report.macs_before, report.macs_after = before["macs"], after["macs"]
+        report.removed = [node_label(graph, i) for i in graph.node_ids() if i not in g]
+        report.added = [node_label(g, i) for i in g.node_ids() if i not in graph]
+        kept = [i for i in g.node_ids() if i in graph]
+        rewritten = {i for i in kept if i in report._touched or _signature(g.data(i)) != _signature(graph.data(i))}
+        report.rewritten = [node_label(g, i) for i in kept if i in rewritten]
+        report.rewired = [node_label(g, i) for i in kept
+                          if i not in rewritten and g.data(i)["inputs"] != graph.data(i)["inputs"]]
+        changed = bool(report.removed or report.added or report.rewritten or report.rewired
+                       or g.outputs != graph.outputs)
+        report.modified = modified
+        if changed != modified:
+            raise RuntimeError(f"pass {self.name!r} returned modified={modified} but the graph "
+                               f"{'changed' if changed else 'did not change'}")
+        if any(graph.data(i)["span"] is not None for i in graph.node_ids()):
+            for i in g.node_ids():
+                if i not in graph and g.data(i)["span"] is None:
+                    raise RuntimeError(f"pass {self.name!r} created node {node_label(g, i)} without a source "
+                                       "location; use replace_node so it keeps the span of the node it replaces")
+        return PassResult(g, modified, report)
+
+    # ---- description
+    @classmethod
+    def summary(cls) -> str:
+        return (cls.__doc__ or "").strip().splitlines()[0]
+
+    @classmethod
+    def options(cls) -> list[dataclasses.Field]:
+        return list(dataclasses.fields(cls))
+
+    def __str__(self) -> str:
+        """The pipeline text of this pass, with the options that differ from their defaults."""
+        opts = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.default is dataclasses.MISSING or value != f.default:
+                opts.append(f"{f.name}={format_value(value)}")
+        return self.name + ("{" + ",".join(opts) + "}" if opts else "")
+
+
+def format_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value if re.fullmatch(r"[A-Za-z0-9_.+-]+", value) else '"' + value + '"'
+    return repr(value)
+
+
+def replace_node(graph: Graph, old: int, op: str | None = None, inputs=None, **fields) -> int:
+    """Add a node standing in for ``old``, move every use of ``old`` to it and remove ``old``.
+
+    Unspecified fields (op, inputs, attrs, shape, span, scope, params, meta) are
+    taken from ``old``, so the new node keeps the source location of the node it
+    replaces. Returns the new node's id.
+    """
+    names = ("attrs", "shape", "span", "scope", "params", "meta")
+    unknown = set(fields) - set(names)
+    if unknown:
+        raise TypeError(f"replace_node got unknown fields {sorted(unknown)}")
+    d = graph.data(old)
+    data = {k: fields.get(k, d[k]) for k in names}
+    new = graph.add_node(op or d["op"], d["inputs"] if inputs is None else inputs, **data)
+    graph.replace_all_uses(old, new)
+    graph.remove_node(old)
+    return new
