@@ -34,7 +34,7 @@ def load(source, model: str | None = None, *, max_nodes: int = DEFAULT_MAX_NODES
     loader = Loader(lambda expr, ns: elab.eval(expr, Env(ns)))
     try:
         if _is_path(source):
-            module = loader.load_path(Path(source).resolve())
+            module = loader.load_path(Path(source))
         elif isinstance(source, str):
             module = loader.load_text(source)
         else:
@@ -49,7 +49,11 @@ def load(source, model: str | None = None, *, max_nodes: int = DEFAULT_MAX_NODES
             err.sources.setdefault(name, text)
         raise
     except RecursionError:
-        raise ArchError("The spec nests too deeply to elaborate.") from None
+        err = ArchError("The spec nests too deeply to elaborate here (blocks within blocks, or values within "
+                        "values); flatten it.", getattr(elab, "last_span", None))
+        for name, text in loader.sources.items():
+            err.sources.setdefault(name, text)
+        raise err from None
 
 
 def _command_line_values(defines: dict[str, str], loader, elab, module) -> dict:

@@ -60,10 +60,11 @@ def _render_one(kind: str, message: str, span: Span | None, sources: Mapping[str
     text = sources.get(span.file)
     if text is None:
         return head
-    lines = text.splitlines()
+    lines = text.split("\n")          # as the lexer counts lines (splitlines also breaks at \f, \x1c, ...)
     if not 1 <= span.line <= len(lines):
         return head
-    src = lines[span.line - 1].expandtabs(1)
+    src = lines[span.line - 1].rstrip("\r").expandtabs(1)
+    src = "".join(c if c.isprintable() else "?" for c in src)     # no control characters to the terminal
     end = span.end_col if span.end_line == span.line else len(src) + 1
     width = max(1, min(end, len(src) + 1) - span.col)
     gutter = str(span.line)

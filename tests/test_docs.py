@@ -206,7 +206,7 @@ def test_console_example_prints_what_the_docs_show(block, tmp_path, monkeypatch,
 @pytest.mark.parametrize("block", [b for b in PYTHON if b.marker[0] != "fragment"], ids=lambda b: b.id)
 def test_python_example_runs(block, tmp_path, monkeypatch):
     _scratch(block, tmp_path, monkeypatch)
-    code = compile(block.text, f"{block.id}", "exec")
+    code = compile(block.text, f"{block.id}", "exec", dont_inherit=True)
     exec(code, {"__name__": "docs_example"})   # the docs' own Python, never spec text
 
 

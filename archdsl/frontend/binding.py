@@ -59,8 +59,6 @@ def convert(kind: str, v):
     if kind == "str":
         return isinstance(v, str), v
     if kind == "pair":
-        if v is None:
-            return True, None
         if isinstance(v, int) and not isinstance(v, bool):
             return True, (v, v)
         ok = isinstance(v, (list, tuple)) and len(v) == 2 and all(
@@ -93,11 +91,12 @@ def bind(what: str, slots: list[Slot], positional: list[Value], keywords: dict[s
     ``default_eval(slot)`` turns a block's default expression into a value.
     """
     notes = (Note(f"{what} is defined here", defined_at),) if defined_at else ()
+    What = what[:1].upper() + what[1:]          # `what` may start a sentence: "block 'b'" -> "Block 'b'"
     if len(positional) > len(slots):
         extra = positional[len(slots)]
-        n = len(slots)
-        raise ArchError(f"{what} takes {n} argument{'s' if n != 1 else ''} but {len(positional)} were given.",
-                        extra.span, notes)
+        n, m = len(slots), len(positional)
+        takes = "no arguments" if n == 0 else f"{n} argument{'s' if n != 1 else ''}"
+        raise ArchError(f"{What} takes {takes}, but {m} {'was' if m == 1 else 'were'} given.", extra.span, notes)
     out: dict = {}
     spans: dict = {}
     for slot, arg in zip(slots, positional):
@@ -105,23 +104,24 @@ def bind(what: str, slots: list[Slot], positional: list[Value], keywords: dict[s
     names = [s.name for s in slots]
     for name, arg in keywords.items():
         if name not in names:
-            raise ArchError(f"{what} has no argument '{name}'{did_you_mean(name, names)}"
-                            + ("" if did_you_mean(name, names) else
-                               f"; its arguments are {', '.join(names) or 'none'}."), arg.span, notes)
+            hint = did_you_mean(name, names) or (f"; its arguments are {', '.join(names)}." if names else
+                                                 "; it takes no arguments.")
+            raise ArchError(f"{What} has no argument '{name}'{hint}", arg.span, notes)
         if name in out:
-            raise ArchError(f"{what} got two values for argument '{name}': one by position and one by name.",
+            raise ArchError(f"{What} got two values for argument '{name}': one by position and one by name.",
                             arg.span, notes)
         out[name], spans[name] = arg.value, arg.span
     for slot in slots:
         if slot.name not in out:
             if slot.default is ...:
-                raise ArchError(f"{what} is missing its required argument '{slot.name}'.", call_span, notes)
+                raise ArchError(f"{What} is missing its required argument '{slot.name}'.", call_span, notes)
             out[slot.name] = default_eval(slot) if default_eval else slot.default
         ok, value = convert(slot.kind, out[slot.name])
         if not ok:
             v = out[slot.name]
-            got = "a tensor" if isinstance(v, TensorRef) else f"{type_name(v)} {show(v)}" \
-                if not isinstance(v, (list, tuple)) or len(show(v)) < 40 else type_name(v)
+            short = show(v, 40)
+            got = "a tensor" if isinstance(v, TensorRef) else "none" if v is None else f"{type_name(v)} {short}" \
+                if not isinstance(v, (list, tuple)) or len(short) < 40 else type_name(v)
             if slot.kind == "init" and isinstance(v, str):
                 got += f" (known initialisers: {', '.join(INITS)})"
             raise ArchError(f"Argument '{slot.name}' of {what} must be {kind_word(slot.kind)}, but got {got}.",

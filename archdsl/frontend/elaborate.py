@@ -55,10 +55,13 @@ class Elaborator(ExpressionMixin, LayerMixin):
             hit = module.lookup(model)
             if hit is None or not isinstance(hit[0], (ast.Definition, ast.ModelAlias)) or hit[0].kind != "model":
                 names = [m.name for m in models]
-                raise ArchError(f"There is no model '{model}' in {module.file}"
-                                f"{did_you_mean(model, names)}"
-                                + ("" if did_you_mean(model, names) else
-                                   f"; its models are {', '.join(names) or 'none'}."), None)
+                hint = did_you_mean(model, names) or (f"; its models are {', '.join(names)}." if names else
+                                                      "; it defines no model.")
+                if hit is not None and isinstance(hit[0], ast.Definition):        # a block
+                    raise ArchError(f"'{model}' is a block, not a model; " + (
+                        f"the models in {module.file} are {', '.join(names)}." if names else
+                        f"{module.file} defines no model."), None)
+                raise ArchError(f"There is no model '{model}' in {module.file}{hint}", None)
             defn, module = hit
         self.graph.name = defn.name
         self.graph.meta.update({"model": defn.name, "file": module.file})
@@ -88,12 +91,19 @@ class Elaborator(ExpressionMixin, LayerMixin):
         slots = target.params if isinstance(target, ast.Definition) else ()
         named = {s.name: v for s, v in zip(slots, base_pos)}
         if len(base_pos) > len(slots):
-            raise ArchError(f"model '{ref.name}' takes {len(slots)} arguments but {len(base_pos)} were given.",
+            raise ArchError(f"Model '{ref.name}' takes {len(slots)} argument{'s' if len(slots) != 1 else ''}, "
+                            f"but {len(base_pos)} {'was' if len(base_pos) == 1 else 'were'} given.",
                             base_pos[len(slots)].span)
         return target, ref.module, [], {**named, **base_kw, **kw}
 
     def call_definition(self, defn, module, pos, kw, tensors, scope, span: Span, top: bool):
+        aliases = []
         while isinstance(defn, ast.ModelAlias):
+            if any(a is defn for a in aliases):
+                names = [a.name for a in aliases[[a is defn for a in aliases].index(True):]] + [defn.name]
+                raise ArchError(f"Model alias '{defn.name}' refers to itself ({' -> '.join(names)}); an alias "
+                                "must lead to a model with a body.", defn.name_span)
+            aliases.append(defn)
             if len(self.stack) >= MAX_DEPTH:
                 raise ArchError(f"Model aliases are nested more than {MAX_DEPTH} deep.", span)
             self.stack.append((defn, span))
@@ -114,9 +124,9 @@ class Elaborator(ExpressionMixin, LayerMixin):
         module_env = Env(module)
         values = bind(what, slots, pos, kw, span, defn.name_span,
                       default_eval=lambda s: self.eval(s.default, module_env))
-        if scope is not None:
-            self.graph.scopes[scope.path].args = {k: v for k, v in values.items()
-                                                  if not isinstance(v, (TensorRef, LayerRef))}
+        if scope is not None or top:
+            self.graph.scopes[scope.path if scope is not None else ""].args = {
+                k: v for k, v in values.items() if not isinstance(v, (TensorRef, LayerRef))}
         env = Env(module, values)
         frame, saved = Frame(defn, tensors, top), self.frame
         self.stack.append((defn, span))
@@ -144,8 +154,9 @@ class Elaborator(ExpressionMixin, LayerMixin):
             return "any"
         kind = SPEC_TYPES.get(p.type)
         if kind is None:
-            raise ArchError(f"Unknown parameter type '{p.type}'{did_you_mean(p.type, SPEC_TYPES)}; the types are "
-                            f"{', '.join(sorted(set(SPEC_TYPES) - {'str'}))}.", p.span)
+            hint = did_you_mean(p.type, SPEC_TYPES)
+            raise ArchError(f"Unknown parameter type '{p.type}'{hint or '.'} The parameter types are "
+                            f"{', '.join(sorted(set(SPEC_TYPES) - {'str'}))}.", p.type_span or p.span)
         return kind
 
     # ---- statements
@@ -162,7 +173,7 @@ class Elaborator(ExpressionMixin, LayerMixin):
             if not isinstance(declared, (list, tuple)) or not declared or not all(
                     isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in declared):
                 raise ArchError(f"An input shape must be a list of positive ints without the batch, such as "
-                                f"[3, 224, 224], but got {show(declared)}.", s.shape.span)
+                                f"[3, 224, 224], but got {show(declared, 40)}.", s.shape.span)
             declared = ("N", *declared)
         if frame.top:
             if declared is None:
@@ -197,7 +208,7 @@ class Elaborator(ExpressionMixin, LayerMixin):
             elif isinstance(v, TensorRef):
                 outs.append(v)
             else:
-                raise ArchError(f"An output must be a tensor, but this is {type_name(v)} {show(v)}.", e.span)
+                raise ArchError(f"An output must be a tensor, but this is {type_name(v)} {show(v, 40)}.", e.span)
         self.frame.outputs = outs
 
     def _assign(self, s: ast.Assign, env):

@@ -16,6 +16,7 @@ from .values import (BUILTINS, MAX_INT_BITS, MAX_SEQUENCE, BuiltinError, LayerRe
                      type_name)
 
 MAX_STEPS = 2_000_000
+ITEMS_PER_STEP = 2         # building a list, tuple or string costs a step per this many items
 
 
 class Env:
@@ -31,11 +32,16 @@ class Env:
         return Env(self.module, dict(self.vars))
 
 
-class _Builtin:
+class Builtin:
     __slots__ = ("name", "fn")
+    type_word = "a built-in function"
 
     def __init__(self, name, fn):
         self.name, self.fn = name, fn
+
+    @property
+    def spec_text(self) -> str:
+        return self.name
 
 
 _ARITH = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
@@ -54,8 +60,17 @@ class ExpressionMixin:
 
     def tick(self, span: Span) -> None:
         self.steps += 1
+        self.last_span = span          # where elaboration was, should Python's stack run out
         if self.steps > MAX_STEPS:
             raise ArchError(f"Elaboration took more than {MAX_STEPS} steps; is a loop running away?", span)
+
+    def spend(self, value, span: Span):
+        """``value``, with the steps for building it charged when it is a sequence: the step budget
+        then bounds memory as well as time (`[range(999999) for i in range(1000)]` ends early)."""
+        if isinstance(value, (list, tuple, str)) and len(value) >= ITEMS_PER_STEP:
+            self.steps += len(value) // ITEMS_PER_STEP - 1
+            self.tick(span)
+        return value
 
     # ---- names
     def lookup(self, name: str, env: Env, span: Span):
@@ -68,15 +83,15 @@ class ExpressionMixin:
                 return LayerRef(name, value, module)
             return value
         if name in BUILTINS:
-            return _Builtin(name, BUILTINS[name])
+            return Builtin(name, BUILTINS[name])
         opdef = op_registry.get(name)
         if opdef is not None and opdef.arity != 0:
             return LayerRef(name, opdef, None)
         candidates = set(env.vars) | set(BUILTINS) | set(op_registry.OPS)
         if env.module is not None:
             candidates |= env.module.visible_names()
-        raise ArchError(f"Unknown name '{name}'{did_you_mean(name, candidates)}"
-                        + ("" if did_you_mean(name, candidates) else "."), span)
+        hint = did_you_mean(name, candidates) or "; no variable, parameter, block or built-in has this name."
+        raise ArchError(f"Unknown name '{name}'{hint}", span)
 
     # ---- expressions
     def eval(self, e, env: Env):
@@ -85,6 +100,8 @@ class ExpressionMixin:
         return method(self, e, env)
 
     def _literal(self, e, env):
+        if isinstance(e.value, float) and math.isinf(e.value):     # `1e999` parses (and formats) as written
+            raise ArchError("This number is too large for a float (the largest is about 1.8e308).", e.span)
         return e.value
 
     def _var(self, e, env):
@@ -112,12 +129,24 @@ class ExpressionMixin:
             raise ArchError(f"A 'for' needs a list, tuple or string to loop over, but got {type_name(items)}.",
                             comp.iter.span)
         for item in items:
+            self.tick(comp.span)       # a loop with an empty body still spends steps
             inner = env.child()
             self.bind_target(comp.targets, item, inner)
             yield inner
 
     def _binop(self, e, env):
-        a, b = self.eval(e.left, env), self.eval(e.right, env)
+        # `a + b + c + ...` is left-nested; walk the left spine without recursing, so a long
+        # sum cannot exhaust Python's stack
+        spine = [e]
+        while isinstance(spine[-1].left, ast.BinOp):
+            spine.append(spine[-1].left)
+            self.tick(spine[-1].span)
+        value = self.eval(spine[-1].left, env)
+        for node in reversed(spine):
+            value = self._arith(node, value, self.eval(node.right, env))
+        return value
+
+    def _arith(self, e, a, b):
         op = e.op
         if isinstance(a, TensorRef) or isinstance(b, TensorRef):
             hint = {"+": "add", "*": "mul"}.get(op)
@@ -136,18 +165,27 @@ class ExpressionMixin:
             raise ArchError("The exponent of '**' is too large.", e.span)
         if op == "*" and isinstance(a, (str, list, tuple)) and len(a) * max(b, 0) > MAX_SEQUENCE:
             raise ArchError(f"Repeating a sequence {b} times makes more than {MAX_SEQUENCE} items.", e.span)
+        if op == "+" and isinstance(a, (str, list, tuple)) and len(a) + len(b) > MAX_SEQUENCE:
+            raise ArchError(f"Joining these sequences makes more than {MAX_SEQUENCE} items.", e.span)
         if op == "**" and a == 0 and _is_num(b) and b < 0:
             raise ArchError("Zero cannot be raised to a negative power.", e.span)
         try:
             result = _ARITH[op](a, b)
         except OverflowError:
             raise ArchError(f"The result of '{op}' is too large.", e.span) from None
-        if isinstance(result, int) and result.bit_length() > MAX_INT_BITS:
-            raise ArchError(f"The result of '{op}' is too large (over {MAX_INT_BITS} bits).", e.span)
         if isinstance(result, complex):
             raise ArchError("The result of '**' is not a real number.", e.span)
+        return self.spend(self.checked(result, f"'{op}'", e.span), e.span)
+
+    @staticmethod
+    def checked(result, what: str, span: Span):
+        """``result`` if it is a number the language can hold: ints below 2**256, finite floats."""
+        if isinstance(result, int) and result.bit_length() > MAX_INT_BITS:
+            raise ArchError(f"The result of {what} is too large (over {MAX_INT_BITS} bits).", span)
         if isinstance(result, float) and math.isnan(result):
-            raise ArchError(f"The result of '{op}' is not a number (NaN).", e.span)
+            raise ArchError(f"The result of {what} is not a number (NaN).", span)
+        if isinstance(result, float) and math.isinf(result):
+            raise ArchError(f"The result of {what} is too large for a float.", span)
         return result
 
     def _compare(self, e, env):
@@ -157,12 +195,14 @@ class ExpressionMixin:
             if op in ("==", "!="):
                 if isinstance(left, TensorRef) or isinstance(right, TensorRef):
                     raise ArchError("Tensors cannot be compared; compare their shapes, e.g. channels(x).", e.span)
-                ok = (left == right) == (op == "==")
+                ok = self.equal(left, right, e.span) == (op == "==")
             elif op in ("in", "not in"):
                 if not isinstance(right, (list, tuple, str)) or (isinstance(right, str) and not isinstance(left, str)):
                     raise ArchError(f"'{op}' needs a list, tuple or string on its right, but got {type_name(right)}.",
                                     right_e.span)
-                ok = (left in right) == (op == "in")
+                found = left in right if isinstance(right, str) else \
+                    any(self.equal(left, item, e.span) for item in right)
+                ok = found == (op == "in")
             else:
                 comparable = (_is_num(left) and _is_num(right)) or (type(left) is type(right) and
                                                                      isinstance(left, str))
@@ -172,6 +212,24 @@ class ExpressionMixin:
             if not ok:
                 return False
             left = right
+        return True
+
+    def equal(self, a, b, span: Span) -> bool:
+        """``a == b`` for spec values, one step per item compared: lists may share sublists, so
+        Python's own ``==`` could take time exponential in the steps that built them."""
+        pending = [(a, b)]
+        while pending:
+            x, y = pending.pop()
+            self.tick(span)
+            if x is y:
+                continue
+            seq = isinstance(x, (list, tuple)), isinstance(y, (list, tuple))
+            if seq == (True, True):
+                if type(x) is not type(y) or len(x) != len(y):
+                    return False
+                pending.extend(zip(x, y))
+            elif any(seq) or x != y:
+                return False
         return True
 
     def _boolop(self, e, env):
@@ -207,9 +265,10 @@ class ExpressionMixin:
     def _call(self, e, env):
         func = self.eval(e.func, env)
         pos, kw = self.eval_args(e.args, env)
-        if isinstance(func, _Builtin):
+        if isinstance(func, Builtin):
             try:
-                return func.fn(*(p.value for p in pos), **{k: v.value for k, v in kw.items()})
+                result = func.fn(*(p.value for p in pos), **{k: v.value for k, v in kw.items()})
+                return self.spend(self.checked(result, f"'{func.name}'", e.span), e.span)
             except BuiltinError as err:
                 raise ArchError(str(err), e.span) from None
             except TypeError:
@@ -236,8 +295,11 @@ class ExpressionMixin:
         if isinstance(obj, ModuleNS):
             hit = obj.lookup(e.name)
             if hit is None or (hit[1] is not obj):
-                raise ArchError(f"The imported file '{obj.file}' defines no '{e.name}'"
-                                f"{did_you_mean(e.name, list(obj.defs) + list(obj.consts))}.", e.span)
+                names = sorted(list(obj.defs) + list(obj.consts))
+                hint = did_you_mean(e.name, names) or (
+                    f"; it defines {', '.join(names[:10])}{', ...' if len(names) > 10 else ''}." if names else
+                    "; it defines nothing.")
+                raise ArchError(f"The imported file '{obj.file}' defines no '{e.name}'{hint}", e.span)
             value, module = hit
             return LayerRef(e.name, value, module) if isinstance(value, (ast.Definition, ast.ModelAlias)) \
                 else value
@@ -258,7 +320,7 @@ class ExpressionMixin:
         if isinstance(value, (tuple, list)) and value and all(isinstance(v, TensorRef) for v in value):
             return list(value)
         raise ArchError(f"A chain must start from a tensor or a tuple of tensors, but this is "
-                        f"{type_name(value)} {show(value)}.", span)
+                        f"{type_name(value)} {show(value, 40)}.", span)
 
     # ---- assignment targets
     def bind_target(self, target, value, env: Env) -> None:

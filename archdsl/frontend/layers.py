@@ -18,7 +18,7 @@ from ..ir.params import Param
 from ..ir.shape_rules import ShapeError, fmt
 from ..syntax import ast
 from .binding import Slot, Value, bind
-from .values import LayerRef, TensorRef, show, type_name
+from .values import BUILTINS, LayerRef, TensorRef, show, type_name
 
 DEFAULT_MAX_NODES = 100_000
 IDENTITY_AFFINE = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
@@ -83,7 +83,7 @@ class LayerMixin:
                             label.index.span)
         suffix = str(value)
         if not all(c.isalnum() or c == "_" for c in suffix):
-            raise ArchError(f"The label suffix {show(value)} may only hold letters, digits and '_'.",
+            raise ArchError(f"The label suffix {show(value, 40)} may only hold letters, digits and '_'.",
                             label.index.span)
         return label.name + suffix
 
@@ -110,17 +110,33 @@ class LayerMixin:
         return [self.apply_op(ref.target, pos, kw, tensors, layer.label, env, layer.span)]
 
     def resolve_layer(self, names: tuple, env, span: Span) -> LayerRef:
-        value = self.lookup(names[0], env, span) if len(names) == 1 or names[0] in env.vars \
-            or (env.module and env.module.lookup(names[0])) else None
-        if value is None:
-            raise ArchError(f"Unknown namespace '{names[0]}'; import a file with `import \"file.arch\" as "
-                            f"{names[0]}`.", span)
+        head = names[0]
+        known = head in env.vars or (env.module is not None and env.module.lookup(head) is not None)
+        if not known and len(names) > 1:
+            spaces = env.module.namespaces if env.module is not None else {}
+            raise ArchError(f"Unknown namespace '{head}'" + (did_you_mean(head, spaces) or
+                            f"; import a file with `import \"file.arch\" as {head}`."), span)
+        opdef = op_registry.get(head)
+        if not known and head not in BUILTINS and (opdef is None or opdef.arity == 0):
+            raise ArchError(f"Unknown layer '{head}'" + (did_you_mean(head, self.layer_names(env)) or
+                                                         "; no op, block or variable has this name."), span)
+        value = self.lookup(head, env, span)
         for part in names[1:]:
             value = self._attr(ast.Attr(span, ast.Var(span, "_"), part), _Fixed(env, value))
         if not isinstance(value, LayerRef):
             raise ArchError(f"'{'.'.join(names)}' is {type_name(value)}, not a layer; only blocks and ops can "
                             "follow '->'.", span)
         return value
+
+    @staticmethod
+    def layer_names(env) -> set:
+        """Names that can follow '->' here: ops, visible blocks and models, variables holding layers."""
+        names = {n for n, op in op_registry.OPS.items() if op.arity != 0}
+        names |= {n for n, v in env.vars.items() if isinstance(v, LayerRef)}
+        if env.module is not None:
+            names |= {n for n in env.module.visible_names()
+                      if isinstance(env.module.lookup(n)[0], (ast.Definition, ast.ModelAlias))}
+        return names
 
     def apply_op(self, opdef, pos, kw, tensors, label, env, span: Span, attrs=None) -> TensorRef:
         what = f"'{opdef.name}'"
@@ -159,8 +175,12 @@ class LayerMixin:
                                   scope=path, params=params)
         return TensorRef(nid, out_shape)
 
-    def merge(self, op: str, tensors, span: Span, describe) -> TensorRef:
-        """The merge node of a construct; shape errors are reworded by ``describe``."""
+    def merge(self, op: str, tensors, span: Span, describe, construct: str) -> TensorRef:
+        """The merge node of a construct; shape errors are reworded by ``describe``.
+
+        The node's ``meta["construct"]`` names the construct (``residual``, ``dense``,
+        ``parallel``) so that tools such as ``archc viz`` can draw its edges for what they are.
+        """
         if len(tensors) == 1 and op == "concat":
             return tensors[0]
         attrs = {"dim": 1} if op == "concat" else {}
@@ -168,7 +188,9 @@ class LayerMixin:
             shape = op_registry.infer(op, attrs, [t.shape for t in tensors])
         except ShapeError as err:
             raise ArchError(describe(err), span) from None
-        return self.add_op(op, attrs, tensors, shape, None, span, span)
+        out = self.add_op(op, attrs, tensors, shape, None, span, span)
+        self.graph.update(out.node, meta={"construct": construct})
+        return out
 
     def one_tensor(self, tensors, what: str, span: Span) -> TensorRef:
         if len(tensors) != 1:
@@ -208,18 +230,22 @@ class LayerMixin:
 
         def body():
             outs = self._branches(layer.branches, tensors, env, "'parallel'")
-
-            def describe(err):
-                word = "concatenated" if opts["merge"] == "concat" else "added"
-                shapes = [t.shape for t, _ in outs]
-                first = shapes[0]
-                concat = opts["merge"] == "concat"
-                bad = next(i for i, s in enumerate(shapes)
-                           if ((s[:1] + s[2:] != first[:1] + first[2:]) if concat else s != first))
-                what = "spatial size" if opts["merge"] == "concat" else "shape"
-                return (f"The branches of 'parallel' must agree in {what} to be {word}, but branch 1 gives "
-                        f"{fmt(first)} and branch {bad + 1} gives {fmt(shapes[bad])}.")
-            return [self.merge(opts["merge"], [t for t, _ in outs], layer.span, describe)]
+            if not outs:
+                raise ArchError("'parallel' needs at least one branch, but its comprehensions made none.",
+                                layer.span)
+            # point at the first branch that disagrees with branch 1 (the merge itself is fine then)
+            shapes = [t.shape for t, _ in outs]
+            concat = opts["merge"] == "concat"
+            key = (lambda s: (len(s), s[:1] + s[2:])) if concat else (lambda s: s)
+            bad = next((i for i, s in enumerate(shapes) if key(s) != key(shapes[0])), None)
+            if bad is not None:
+                what = "shape" if not concat else "spatial size" if len(shapes[0]) == len(shapes[bad]) == 4 \
+                    else "shape apart from channels"
+                raise ArchError(f"The branches of 'parallel' must agree in {what} to be "
+                                f"{'concatenated' if concat else 'added'}, but branch 1 gives {fmt(shapes[0])} "
+                                f"and branch {bad + 1} gives {fmt(shapes[bad])}.", outs[bad][1],
+                                (Note("branch 1 is here", outs[0][1]),))
+            return [self.merge(opts["merge"], [t for t, _ in outs], layer.span, str, "parallel")]
         return self._transparent(layer, env, "parallel", body)
 
     def _dense(self, layer: ast.Dense, tensors, env):
@@ -234,7 +260,7 @@ class LayerMixin:
                 return f"A dense block concatenates every layer's output with its input, so {err}"
             for branch in layer.branches:
                 for inner in self.expand(branch.comp, env):
-                    joined = self.merge("concat", features, branch.span, describe)
+                    joined = self.merge("concat", features, branch.span, describe, "dense")
                     out = self.apply_chain(branch.body, [joined], inner)
                     if len(out) != 1:
                         raise ArchError(f"Each layer of 'dense' must give one tensor, but this one gives "
@@ -244,7 +270,7 @@ class LayerMixin:
                         raise ArchError(f"This dense layer gives {out[0].shape[1]} channels, but the block's "
                                         f"growth rate is {growth}.", branch.span)
                     features.append(out[0])
-            return [self.merge("concat", features, layer.span, describe)]
+            return [self.merge("concat", features, layer.span, describe, "dense")]
         return self._transparent(layer, env, "dense", body)
 
     def _residual(self, layer: ast.Residual, tensors, env):
@@ -266,7 +292,7 @@ class LayerMixin:
                         + fix + ".")
             if main.shape != short.shape:
                 raise ArchError(describe(None), layer.span)
-            return [self.merge("add", [main, short], layer.span, describe)]
+            return [self.merge("add", [main, short], layer.span, describe, "residual")]
         return self._transparent(layer, env, "residual", body)
 
     def _stn(self, layer: ast.Stn, tensors, env):
@@ -276,6 +302,10 @@ class LayerMixin:
                     pos, kw, layer.span)
         if len(x.shape) != 4:
             raise ArchError(f"'stn' transforms images (N, C, H, W), but its input is {fmt(x.shape)}.", layer.span)
+        size = opts["size"]
+        if size is not None and (len(size) not in (2, 3) or min(size) < 1):
+            raise ArchError(f"The size of 'stn' must be [H, W] or [C, H, W] with sizes of at least 1, but got "
+                            f"{list(size)}.", kw["size"].span if "size" in kw else pos[0].span)
 
         def body():
             theta = self.apply_chain(layer.body, [x], env)
@@ -292,6 +322,8 @@ class LayerMixin:
                 raise ArchError("The regression layer of 'stn' needs a bias to hold the identity transform.",
                                 reg["span"])
             self.graph.params[reg["params"]["bias"]].init = list(IDENTITY_AFFINE)
+            self.graph.update(theta.node, attrs={**reg["attrs"], "weight_init": "zeros",
+                                                 "bias_init": list(IDENTITY_AFFINE)})
             size = tuple(opts["size"]) if opts["size"] is not None else x.shape[1:]
             if len(size) == 2:
                 size = (x.shape[1], *size)

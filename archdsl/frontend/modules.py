@@ -28,6 +28,11 @@ class ModuleNS:
     spans: dict = field(default_factory=dict)       # name -> Span of its definition
     namespaces: dict = field(default_factory=dict)  # alias -> ModuleNS
     star: list = field(default_factory=list)        # ModuleNS imported without alias
+    type_word = "an imported file"                  # how messages describe a namespace used as a value
+
+    @property
+    def spec_text(self) -> str:
+        return f"'{self.file}'"
 
     def lookup(self, name: str, _seen=None):
         """A definition or constant visible in this file, or ``None``."""
@@ -74,6 +79,23 @@ def stdlib_modules() -> list[str]:
                   if p.name.endswith(".arch"))
 
 
+def _shown(name: str) -> str:
+    """A file name as messages quote it: NUL written out, at most 80 characters."""
+    name = name.replace("\0", "\\0")
+    return name if len(name) <= 80 else name[:77] + "..."
+
+
+def _absolute(path: Path, span: Span | None) -> Path:
+    """``path`` made absolute with links followed, or a diagnostic for a name no file system takes."""
+    shown = _shown(display_name(path) if path.is_absolute() else str(path))
+    if "\0" in str(path):
+        raise ArchError(f"The spec file name '{shown}' contains a NUL character.", span)
+    try:
+        return path.resolve()
+    except OSError as err:
+        raise ArchError(f"The spec file '{shown}' cannot be opened: {err.strerror}.", span) from None
+
+
 class Loader:
     """Reads spec files once each and resolves their imports; owns the source texts for diagnostics."""
 
@@ -89,13 +111,16 @@ class Loader:
         return self._build(parse(text, name), name, base or Path.cwd())
 
     def load_path(self, path: Path, span: Span | None = None) -> ModuleNS:
+        path = _absolute(path, span)
         key = str(path)
         if key in self.modules:
             return self.modules[key]
         if any(k == key for k, _ in self._stack):
-            chain = [Path(k).name for k, _ in self._stack[[k for k, _ in self._stack].index(key):]] + [path.name]
+            cycle = self._stack[[k for k, _ in self._stack].index(key):]
+            chain = [Path(k).name for k, _ in cycle] + [path.name]
+            notes = [Note(f"'{Path(k).name}' is imported here", s) for k, s in cycle[1:] if s is not None]
             raise ArchError("Import cycle: " + " imports ".join(chain) + "; break the cycle by moving the "
-                            "shared blocks into a file both can import.", span)
+                            "shared blocks into a file both can import.", span, notes)
         if len(self.modules) >= MAX_IMPORTED_FILES:
             raise ArchError(f"The spec imports more than {MAX_IMPORTED_FILES} files.", span)
         text = self._read(path, span)
@@ -111,21 +136,23 @@ class Loader:
 
     # ---- internals
     def _read(self, path: Path, span: Span | None) -> str:
+        shown = _shown(display_name(path))
         if path.suffix != ".arch":
-            raise ArchError(f"Only .arch spec files can be compiled, and '{path}' is not one; the file was not "
-                            "read.", span)
-        if not path.exists():
-            raise ArchError(f"The spec file '{path}' does not exist.", span)
-        if not path.is_file():
-            raise ArchError(f"'{path}' is not a regular file.", span)
-        if path.stat().st_size > MAX_SOURCE_BYTES:
-            raise ArchError(f"The spec file '{path}' is larger than {MAX_SOURCE_BYTES} bytes.", span)
+            raise ArchError(f"Only .arch spec files can be {'compiled' if span is None else 'imported'}, and "
+                            f"'{shown}' is not one; the file was not read.", span)
         try:
+            if not path.exists():
+                raise ArchError(f"The spec file '{shown}' does not exist.", span)
+            if not path.is_file():
+                raise ArchError(f"'{shown}' is not a regular file.", span)
+            if path.stat().st_size > MAX_SOURCE_BYTES:
+                raise ArchError(f"The spec file '{shown}' is larger than {MAX_SOURCE_BYTES} bytes; split it into "
+                                "imported files.", span)
             return path.read_bytes().decode("utf-8")
         except UnicodeDecodeError:
-            raise ArchError(f"The spec file '{path}' is not UTF-8 text.", span) from None
+            raise ArchError(f"The spec file '{shown}' is not UTF-8 text.", span) from None
         except OSError as err:
-            raise ArchError(f"The spec file '{path}' cannot be read: {err.strerror}.", span) from None
+            raise ArchError(f"The spec file '{shown}' cannot be read: {err.strerror}.", span) from None
 
     def _resolve(self, imp: ast.Import, base: Path) -> Path:
         if imp.is_std:
@@ -139,9 +166,9 @@ class Loader:
                                 imp.span)
             return Path(str(resources.files("archdsl").joinpath("stdlib", parts[1] + ".arch")))
         if not imp.path.endswith(".arch"):
-            raise ArchError(f"Only .arch spec files can be imported, and '{imp.path}' is not one; "
+            raise ArchError(f"Only .arch spec files can be imported, and '{_shown(imp.path)}' is not one; "
                             "the file was not read.", imp.span)
-        return (base / imp.path).resolve()
+        return base / imp.path
 
     def _build(self, module: ast.Module, file: str, base: Path) -> ModuleNS:
         ns = ModuleNS(file, module)

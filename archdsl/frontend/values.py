@@ -6,6 +6,7 @@ layers (:class:`LayerRef`, a block or op passed around by name).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,26 +53,43 @@ def type_name(v) -> str:
         return "a tensor"
     if isinstance(v, LayerRef):
         return "a layer"
-    return type(v).__name__
+    # built-in functions and imported namespaces describe themselves
+    return getattr(v, "type_word", None) or type(v).__name__
 
 
-def show(v) -> str:
-    """A value as the spec would write it."""
+def show(v, limit: int | None = None) -> str:
+    """A value as the spec would write it; with ``limit``, at most that many characters then "..."."""
+    if limit is None:
+        return "".join(_pieces(v))
+    out, n = [], 0
+    for piece in _pieces(v):           # stops early, so a huge (or self-repeating) list costs little
+        out.append(piece)
+        n += len(piece)
+        if n > limit:
+            return "".join(out)[:limit] + "..."
+    return "".join(out)
+
+
+def _pieces(v):
     if v is None:
-        return "none"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(v, list):
-        return "[" + ", ".join(show(x) for x in v) + "]"
-    if isinstance(v, tuple):
-        return "(" + ", ".join(show(x) for x in v) + ("," if len(v) == 1 else "") + ")"
-    if isinstance(v, TensorRef):
-        return "tensor" + "(" + ", ".join(str(d) for d in v.shape) + ")"
-    if isinstance(v, LayerRef):
-        return v.name
-    return repr(v)
+        yield "none"
+    elif isinstance(v, bool):
+        yield "true" if v else "false"
+    elif isinstance(v, str):
+        yield '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    elif isinstance(v, (list, tuple)):
+        yield "[" if isinstance(v, list) else "("
+        for i, x in enumerate(v):
+            if i:
+                yield ", "
+            yield from _pieces(x)
+        yield "]" if isinstance(v, list) else ("," if len(v) == 1 else "") + ")"
+    elif isinstance(v, TensorRef):
+        yield "tensor" + "(" + ", ".join(str(d) for d in v.shape) + ")"
+    elif isinstance(v, LayerRef):
+        yield v.name
+    else:
+        yield getattr(v, "spec_text", None) or repr(v)
 
 
 def _int(name, v):
@@ -105,9 +123,13 @@ def _dim(name, index):
 def _range(*args):
     if not 1 <= len(args) <= 3:
         raise BuiltinError("'range' takes one to three ints.")
-    r = range(*(_int("range", a) for a in args))
-    if len(r) > MAX_SEQUENCE:
-        raise BuiltinError(f"'range' would make {len(r)} items; the limit is {MAX_SEQUENCE}.")
+    args = [_int("range", a) for a in args]
+    if len(args) == 3 and args[2] == 0:
+        raise BuiltinError("The step of 'range' must not be zero.")
+    r = range(*args)
+    count = (r.stop - r.start + r.step - (1 if r.step > 0 else -1)) // r.step   # len(r) overflows past 2**63
+    if count > MAX_SEQUENCE:
+        raise BuiltinError(f"'range' would make {count} items; the limit is {MAX_SEQUENCE}.")
     return list(r)
 
 
@@ -122,11 +144,27 @@ def _to_int(v):
         try:
             return int(v)
         except ValueError:
-            raise BuiltinError(f"'int' cannot read {show(v)} as a whole number.") from None
+            raise BuiltinError(f"'int' cannot read {show(v, 40)} as a whole number.") from None
     v = _number("int", v)
     if isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
         raise BuiltinError(f"'int' cannot convert {v} to a whole number.")
     return int(v)
+
+
+def _round(v):
+    v = _number("round", v)
+    if isinstance(v, float) and not math.isfinite(v):
+        raise BuiltinError(f"'round' cannot round {v} to a whole number.")
+    return round(v)
+
+
+def _to_str(v):
+    if isinstance(v, str):
+        return v
+    text = show(v, MAX_SEQUENCE)
+    if len(text) > MAX_SEQUENCE:
+        raise BuiltinError(f"'str' would make a string of more than {MAX_SEQUENCE} characters.")
+    return text
 
 
 def _minmax(name, fn):
@@ -152,8 +190,8 @@ BUILTINS = {
     "abs": lambda v: abs(_number("abs", v)),
     "int": _to_int,
     "float": lambda v: float(_number("float", v)),
-    "round": lambda v: round(_number("round", v)),
-    "str": lambda v: v if isinstance(v, str) else show(v),
+    "round": _round,
+    "str": _to_str,
     "list": lambda v: list(_seq("list", v)),
     "channels": _dim("channels", 1),
     "height": _dim("height", 2),

@@ -168,7 +168,7 @@ class Graph:
         g._next = self._next
         g.inputs, g.outputs = list(self.inputs), list(self.outputs)
         g.params = {k: p.copy() for k, p in self.params.items()}
-        g.scopes = dict(self.scopes)
+        g.scopes = {k: ScopeInfo(s.kind, s.name, s.span, dict(s.args)) for k, s in self.scopes.items()}
         g.meta = dict(self.meta)
         return g
 

@@ -74,20 +74,35 @@ def macs(name: str, attrs: dict, shapes: list, out) -> int:
 
 # ---- convolution and linear ---------------------------------------------------
 
+def _check_inits(op: str, a, weight_shape: tuple) -> None:
+    """A list given as ``weight_init``/``bias_init`` must hold one value per element."""
+    for key, shape in (("weight_init", weight_shape), ("bias_init", weight_shape[:1])):
+        init = a[key]
+        if isinstance(init, (list, tuple)) and (key == "weight_init" or a["bias"]) and len(init) != numel(shape):
+            raise ShapeError(f"'{op}' {key} lists {len(init)} values, but the {key[:-5]} of shape {fmt(shape)} "
+                             f"has {numel(shape)}.")
+
+
 def _conv_infer(a, shapes):
     (x,) = shapes
     expect_rank("conv", x, (4,), " (N, C, H, W)")
     c = x[1]
     g = a["groups"]
-    if g < 1 or c % g or a["out_channels"] % g:
+    if a["out_channels"] < 1:
+        raise ShapeError(f"'conv' needs at least 1 output channel, but out_channels is {a['out_channels']}.")
+    if g < 1:
+        raise ShapeError(f"'conv' needs groups of at least 1, but groups is {g}.")
+    if c % g or a["out_channels"] % g:
         raise ShapeError(f"'conv' with groups={g} needs in-channels ({c}) and out-channels "
                          f"({a['out_channels']}) that are both multiples of {g}.")
     kh, kw = a["kernel_size"]
     sh, sw = a["stride"]
     ph, pw = a["padding"]
     dh, dw = a["dilation"]
-    return (x[0], a["out_channels"], window_out("conv", x[2], kh, sh, ph, dh),
-            window_out("conv", x[3], kw, sw, pw, dw, axis="width"))
+    out = (x[0], a["out_channels"], window_out("conv", x[2], kh, sh, ph, dh),
+           window_out("conv", x[3], kw, sw, pw, dw, axis="width"))
+    _check_inits("conv", a, (a["out_channels"], c // g, kh, kw))
+    return out
 
 
 def _conv_params(a, shapes):
@@ -118,6 +133,9 @@ def _linear_infer(a, shapes):
     (x,) = shapes
     if len(x) < 2:
         raise ShapeError(f"'linear' expects at least a 2-D input (N, features) but got {fmt(x)}.")
+    if a["out_features"] < 1:
+        raise ShapeError(f"'linear' needs at least 1 output feature, but out_features is {a['out_features']}.")
+    _check_inits("linear", a, (a["out_features"], x[-1]))
     return (*x[:-1], a["out_features"])
 
 
@@ -206,6 +224,8 @@ register(OpDef("dropout2d", (Arg("p", "float", 0.5),), infer=_dropout_infer, cat
 
 def _lrn_infer(a, shapes):
     expect_rank("lrn", shapes[0], (3, 4))
+    if a["size"] < 1:
+        raise ShapeError(f"'lrn' needs a size of at least 1, but size is {a['size']}.")
     return shapes[0]
 
 
@@ -230,11 +250,11 @@ def _pool_infer(op):
     return rule
 
 
-register(OpDef("maxpool", (Arg("kernel_size", "pair"), Arg("stride", "pair", None), Arg("padding", "pair", 0),
+register(OpDef("maxpool", (Arg("kernel_size", "pair"), Arg("stride", "pair?", None), Arg("padding", "pair", 0),
                            Arg("dilation", "pair", 1), Arg("ceil_mode", "bool", False)),
                infer=_pool_infer("maxpool"), category="pooling",
                doc="Max pooling; stride defaults to the kernel size."))
-register(OpDef("avgpool", (Arg("kernel_size", "pair"), Arg("stride", "pair", None), Arg("padding", "pair", 0),
+register(OpDef("avgpool", (Arg("kernel_size", "pair"), Arg("stride", "pair?", None), Arg("padding", "pair", 0),
                            Arg("ceil_mode", "bool", False), Arg("count_include_pad", "bool", True)),
                infer=_pool_infer("avgpool"), category="pooling",
                doc="Average pooling; stride defaults to the kernel size."))
@@ -244,6 +264,8 @@ def _adaptive_infer(op):
     def rule(a, shapes):
         (x,) = shapes
         expect_rank(op, x, (4,), " (N, C, H, W)")
+        if min(a["output_size"]) < 1:
+            raise ShapeError(f"'{op}' needs an output size of at least 1, but got {a['output_size']}.")
         return (x[0], x[1], *a["output_size"])
     return rule
 
@@ -352,8 +374,9 @@ def _add_infer(a, shapes):
         if tuple(s) != tuple(shapes[0]):
             what = "channel count" if len(s) == len(shapes[0]) and len(s) > 1 and s[1] != shapes[0][1] \
                 else "shape"
+            fix = "; a 1x1 conv can project one to the other's channels" if what == "channel count" else ""
             raise ShapeError(f"'add' needs inputs of the same shape, but the {what} differs: input 1 is "
-                             f"{fmt(shapes[0])} and input {i} is {fmt(s)}.")
+                             f"{fmt(shapes[0])} and input {i} is {fmt(s)}{fix}.")
     return shapes[0]
 
 

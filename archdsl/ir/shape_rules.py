@@ -21,11 +21,15 @@ def expect_rank(op: str, shape, ranks, what: str = "") -> None:
 
 def window_out(op: str, size: int, k: int, s: int, p: int, d: int = 1, ceil_mode: bool = False,
                axis: str = "height") -> int:
+    if k < 1 or s < 1 or d < 1 or p < 0:
+        raise ShapeError(f"'{op}' needs a kernel size, stride and dilation of at least 1 and a padding of at "
+                         f"least 0, but got kernel {k}, stride {s}, dilation {d} and padding {p}.")
     eff = d * (k - 1) + 1
     span = size + 2 * p - eff
     if span < 0:
-        raise ShapeError(f"'{op}' shrinks the {axis} to zero or below: a window of {eff} "
-                         f"(kernel {k}, dilation {d}) does not fit in {size} + 2*{p} padding.")
+        raise ShapeError(f"'{op}' shrinks the {axis} to zero or below: a window of {eff} (kernel {k}, "
+                         f"dilation {d}) does not fit in the {axis} of {size} plus padding {p} on each side; use a smaller "
+                         "kernel or more padding, or a larger input.")
     out = (-(-span // s) if ceil_mode else span // s) + 1
     if ceil_mode and (out - 1) * s >= size + p:
         out -= 1

@@ -68,5 +68,5 @@ def stats_table(graph: Graph) -> str:
     t = totals(graph)
     lines.append("")
     lines.append(f"{graph.name}: {t['params']:,} parameters ({human(t['params'])}), "
-                 f"{t['macs']:,} MACs ({human(t['macs'])}) per sample, {t['nodes']} nodes")
+                 f"{t['macs']:,} MACs ({human(t['macs'])}) per sample, {t['nodes']} node{'s' if t['nodes'] != 1 else ''}")
     return "\n".join(lines)

@@ -247,6 +247,7 @@ class Param(Node):
     name: str
     type: str | None
     default: "Expr | None"
+    type_span: Span | None = None    # where the type annotation is written (for "unknown type" errors)
 
 
 @dataclass(frozen=True, slots=True)

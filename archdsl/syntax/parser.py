@@ -1,19 +1,22 @@
-"""Text to AST: the Lark LALR parser for ``grammars/arch.lark`` and the tree-to-AST transformer."""
+"""Text to AST: the Lark LALR parser for ``grammars/arch.lark``, its syntax-error diagnostics
+(what was found, what would have fitted, which bracket is still open) and the tree-to-AST transformer."""
 from __future__ import annotations
 
+import difflib
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
-from ..diagnostics import ArchError, Span
+from ..diagnostics import ArchError, Note, Span
 from . import ast
 from .postlex import StatementIf
 
 MAX_SOURCE_BYTES = 1_000_000
 MAX_INT_DIGITS = 40
+MAX_NESTING = 100          # levels of the parse tree; real specs use under 20
 
 
 def grammar_text() -> str:
@@ -30,57 +33,155 @@ def _lark() -> Lark:
                 propagate_positions=True, start=["start", "expression"], cache=True)
 
 
-_TOKEN_WORDS = {"NAME": "a name", "NUMBER": "a number", "STRING": "a string", "IF": "'if'",
-                "STMT_IF": "'if'", "$END": "the end of the file"}
+# ---- syntax errors: what was found, what would have fitted, which bracket is open
+
+_OPENERS = {"LPAR": "RPAR", "LSQB": "RSQB", "LBRACE": "RBRACE"}
+_CLOSERS = {v: k for k, v in _OPENERS.items()}
+# Tokens that read better as one word in "expected ...": (word, tokens that must all be acceptable,
+# further tokens the word covers).
+_GROUPS = [
+    ("a layer", {"NAME", "LSQB", "PARALLEL", "DENSE", "RESIDUAL", "STN"}, set()),
+    ("a statement", {"INPUT", "OUTPUT", "FOR", "ASSERT"}, {"NAME", "STMT_IF"}),
+    ("a definition", {"IMPORT", "BLOCK", "MODEL"}, {"NAME"}),
+    ("an expression", {"NAME", "NUMBER", "STRING"},
+     {"LPAR", "LSQB", "MINUS", "PLUS", "TRUE", "FALSE", "NONE", "NOT"}),
+]
+_OPERATORS = {"+", "-", "*", "/", "//", "%", "**", "==", "!=", "<", "<=", ">", ">=", "and", "or", "not", "in",
+              "if", ".", "(", "["}
 
 
-def _token_word(lark: Lark, name: str) -> str:
-    if name in _TOKEN_WORDS:
-        return _TOKEN_WORDS[name]
-    for term in lark.terminals:
-        if term.name == name and term.pattern.type == "str":
-            return f"'{term.pattern.value}'"
-    return name.lower()
+@lru_cache(maxsize=1)
+def _literals() -> dict:
+    """Terminal name -> its fixed text ('->', 'model'); names, numbers and strings have none."""
+    out = {t.name: t.pattern.value for t in _lark().terminals if t.pattern.type == "str"}
+    out["STMT_IF"] = "if"
+    return out
 
 
-_EXPRESSION_STARTS = {"NAME", "NUMBER", "STRING", "LPAR", "LSQB", "MINUS", "PLUS", "TRUE", "FALSE",
-                      "NONE", "NOT"}
-
-
-def _expected(lark: Lark, names) -> str:
+def _expected(names) -> str:
+    """The tokens the parser would have accepted, in words: "',' or ')'", "a statement or '}'"."""
+    lits = _literals()
     names = set(names)
-    words = []
-    if {"NUMBER", "STRING"} <= names:
-        names -= _EXPRESSION_STARTS
-        words.append("an expression")
-    words += sorted({_token_word(lark, t) for t in names})
-    if len(words) > 8:
-        words = words[:8] + ["..."]
-    return words[0] if len(words) == 1 else "one of " + ", ".join(words)
+    groups = []
+    if {"PLUS", "STAR"} <= names:                       # after a complete value: any binary operator fits
+        names = {n for n in names if lits.get(n) not in _OPERATORS}
+        groups.append("an operator")
+    for word, members, covered in _GROUPS:
+        if members <= names:
+            names -= members | covered
+            groups.insert(0, word)
+    words = sorted(f"'{lits[n]}'" for n in names if n in lits)
+    words += [{"NAME": "a name", "NUMBER": "a number", "STRING": "a string", "$END": "the end of the file"}
+              .get(n, n.lower()) for n in sorted(names) if n not in lits]
+    words += groups
+    if not words:
+        return "something else"
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
 
 
-def _syntax_error(lark: Lark, err: UnexpectedInput, file: str, text: str) -> ArchError:
+def _found(tok: Token) -> str:
+    text = str(tok) if len(tok) <= 30 else str(tok)[:30] + "..."
+    if tok.type in _literals():
+        return f"'{text}'"
+    return {"NAME": f"name '{text}'", "NUMBER": f"number {text}", "STRING": f"string {text}"}.get(tok.type, text)
+
+
+def _tokens_before(lark: Lark, text: str, pos: int | None) -> list:
+    """The tokens that start before ``pos`` (all of them when ``pos`` is None)."""
+    out = []
+    try:
+        for tok in lark.lex(text):
+            if pos is not None and tok.start_pos >= pos:
+                break
+            out.append(tok)
+    except UnexpectedInput:          # a bad character past the parse error
+        pass
+    return out
+
+
+def _open_bracket(tokens) -> Token | None:
+    """The innermost bracket still open at the end of ``tokens``."""
+    stack = []
+    for tok in tokens:
+        if tok.type in _OPENERS:
+            stack.append(tok)
+        elif tok.type in _CLOSERS and stack and stack[-1].type == _CLOSERS[tok.type]:
+            stack.pop()
+    return stack[-1] if stack else None
+
+
+def _tok_span(file: str, tok: Token) -> Span:
+    return Span(file, tok.line, tok.column, tok.end_line or tok.line, tok.end_column or tok.column + 1)
+
+
+def _syntax_error(lark: Lark, err: UnexpectedInput, file: str, text: str, start: str) -> ArchError:
     line, col = max(err.line, 1), max(err.column, 1)
     if isinstance(err, UnexpectedCharacters):
         char = text[err.pos_in_stream] if 0 <= err.pos_in_stream < len(text) else "?"
         span = Span(file, line, col, line, col + 1)
-        return ArchError(f"The character {char!r} is not part of the .arch language.", span)
-    if isinstance(err, UnexpectedEOF) or (isinstance(err, UnexpectedToken) and err.token.type == "$END"):
-        lines = text.splitlines() or [""]
-        span = Span(file, len(lines), len(lines[-1]) + 1, len(lines), len(lines[-1]) + 2)
-        return ArchError("The file ends in the middle of a construct; expected "
-                         + _expected(lark, err.expected) + ".", span)
+        if char == '"':
+            return ArchError("This string is not closed: add a '\"' before the end of the line (a string cannot "
+                             "span lines).", span)
+        hint = {"'": " Strings are written in double quotes: \"text\".",
+                "!": " Write 'not' for negation and '!=' for 'not equal'."}.get(char, "")
+        return ArchError(f"The character {char!r} is not part of the .arch language.{hint}", span)
+    accepted = err.expected
+    if isinstance(err, UnexpectedToken) and err.interactive_parser is not None:
+        accepted = err.interactive_parser.accepts() or accepted     # exact, after the pending reductions
+    at_end = isinstance(err, UnexpectedEOF) or err.token.type == "$END"
+    tokens = _tokens_before(lark, text, None if at_end else err.token.start_pos)
+    opener = _open_bracket(tokens)
+    notes = ()
+    if opener is not None and _OPENERS[opener.type] in accepted and (
+            at_end or err.token.type in _CLOSERS
+            or (opener.type != "LBRACE" and err.token.line > opener.line)):    # forgot to close it?
+        notes = (Note(f"the '{opener}' opened here is not closed yet", _tok_span(file, opener)),)
+    if at_end:
+        end = len(text.rstrip())                        # just after the last non-blank character
+        line = text.count("\n", 0, end) + 1
+        col = end - (text.rfind("\n", 0, end) + 1) + 1
+        span = Span(file, line, col, line, col + 1)
+        what = "file" if start == "start" else "expression"
+        if notes:
+            return ArchError(f"The {what} ends before the '{opener}' on line {opener.line} is closed; is a "
+                             f"'{_literals()[_OPENERS[opener.type]]}' missing?", span, notes)
+        return ArchError(f"The {what} ends too early; expected {_expected(accepted)}.", span)
     tok = err.token
-    span = Span(file, tok.line, tok.column, tok.end_line or tok.line,
-                tok.end_column or tok.column + max(len(tok), 1))
-    word = _token_word(lark, tok.type)
-    what = word if word.startswith("'") else f"{word} '{tok}'"
+    span = _tok_span(file, tok)
     hint = ""
-    if tok.type == "IF":
+    prev = str(tokens[-1]) if tokens and tokens[-1].type == "NAME" and tok.type == "NAME" \
+        and set(accepted) <= {"COMMA", "EQUAL"} else ""
+    keyword = difflib.get_close_matches(prev, sorted(w for w in _literals().values() if w.isalpha()), 1, 0.75)
+    if keyword:                                        # `modle m() {...}`, `ouput x`
+        hint = f" Did you mean the keyword '{keyword[0]}' instead of '{prev}'?"
+    elif tok.type == "IF":
         hint = " A conditional statement must start its own line."
-    elif tok.type == "EQUAL":
+    elif tok.type == "EQUAL" and any(_literals().get(n) == "==" for n in accepted):
         hint = " Use '==' to compare; '=' only names a value at the start of a statement."
-    return ArchError(f"Unexpected {what} here; expected {_expected(lark, err.expected)}.{hint}", span)
+    elif set(accepted) == {"COMMA", "EQUAL"} and tokens and tokens[-1].type == "NAME":
+        prev = tokens[-1]
+        hint = f" A statement that starts with a name assigns to it (`{prev} = ...`)"
+        hint += f"; is a '->' missing before '{prev}'?" if len(tokens) > 1 and tokens[-2].type == "NAME" else "."
+    return ArchError(f"Unexpected {_found(tok)} here; expected {_expected(accepted)}.{hint}", span, notes)
+
+
+def _depth_error(tree, file: str) -> ArchError | None:
+    """An error at the first place the parse tree is deeper than MAX_NESTING (checked without recursion)."""
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if not isinstance(node, Tree):
+            continue
+        if depth > MAX_NESTING:
+            while isinstance(node, Tree) and getattr(node.meta, "empty", True) and node.children:
+                node = node.children[0]
+            meta = node if isinstance(node, Token) else node.meta
+            line, col = getattr(meta, "line", 1), getattr(meta, "column", 1)
+            return ArchError(f"The spec nests too deeply here for the compiler (more than {MAX_NESTING} levels "
+                             "in its syntax tree); flatten it, for example with intermediate names.",
+                             Span(file, line, col, line, col + 1))
+        stack.extend((child, depth + 1) for child in reversed(node.children))
+    return None
 
 
 def parse(text: str, file: str = "<string>") -> ast.Module:
@@ -108,9 +209,13 @@ def _parse(text: str, file: str, start: str):
 def _parse_tree(lark: Lark, text: str, file: str, start: str):
     try:
         tree = lark.parse(text, start=start)
-        return _ToAst(file).transform(tree)
     except UnexpectedInput as err:
-        raise _syntax_error(lark, err, file, text) from None
+        raise _syntax_error(lark, err, file, text, start) from None
+    too_deep = _depth_error(tree, file)
+    if too_deep is not None:
+        raise too_deep
+    try:
+        return _ToAst(file).transform(tree)
     except VisitError as err:
         if isinstance(err.orig_exc, ArchError):
             raise err.orig_exc from None
@@ -185,7 +290,8 @@ class _ToAst(Transformer):
         return tuple(p for p in params if p is not None)
 
     def param(self, meta, name, type_, default):
-        return ast.Param(self._tok(name), str(name), type_ and str(type_), default)
+        return ast.Param(self._tok(name), str(name), type_ and str(type_), default,
+                         type_ and self._tok(type_))
 
     def body(self, meta, *stmts):
         return stmts
