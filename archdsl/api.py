@@ -1,6 +1,7 @@
-"""The Python entry points: ``load`` a spec into the graph IR."""
+"""The Python entry points: ``load`` a spec into the graph IR; ``list_models`` of a file."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from .diagnostics import ArchError, Span
@@ -10,6 +11,7 @@ from .frontend.expressions import Env
 from .frontend.layers import DEFAULT_MAX_NODES
 from .frontend.modules import Loader
 from .ir.graph import Graph
+from .syntax import ast
 from .syntax.parser import parse_expression
 
 _API_SPAN = Span("<api>", 1, 1, 1, 1)
@@ -74,3 +76,49 @@ def _command_line_values(defines: dict[str, str], loader, elab, module) -> dict:
         values[name] = Value(elab.eval(expr, Env(module)), span)
         col += len(part) + 1
     return values
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model a spec file defines: its parameters, and those without a value (``required``).
+
+    A model with required parameters compiles only once they are given (``-D``
+    or keyword arguments); model aliases usually supply them.
+    """
+    name: str
+    params: tuple
+    required: tuple
+
+
+def list_models(source) -> list[ModelInfo]:
+    """The models (and model aliases) a spec file defines, in the order it defines them."""
+    elab = Elaborator()
+    loader = Loader(lambda expr, ns: elab.eval(expr, Env(ns)))
+    try:
+        module = loader.load_path(Path(source)) if _is_path(source) else loader.load_text(source)
+        return [ModelInfo(d.name, *_signature(d, module, 0)) for d in module.defs.values() if d.kind == "model"]
+    except ArchError as err:
+        for name, text in loader.sources.items():
+            err.sources.setdefault(name, text)
+        raise
+
+
+def _signature(defn, module, depth: int) -> tuple[tuple, tuple]:
+    if isinstance(defn, ast.Definition):
+        names = tuple(p.name for p in defn.params)
+        return names, tuple(p.name for p in defn.params if p.default is None)
+    if depth > 64:
+        raise ArchError(f"Model alias '{defn.name}' is part of a cycle of aliases.", defn.name_span)
+    target, where = module, None
+    for part in defn.target:
+        hit = target.lookup(part) if hasattr(target, "lookup") else None
+        if hit is None:
+            raise ArchError(f"Model alias '{defn.name}' names '{'.'.join(defn.target)}', which is not defined.",
+                            defn.target_span)
+        target, where = hit
+    if not isinstance(target, (ast.Definition, ast.ModelAlias)) or target.kind != "model":
+        raise ArchError(f"'{defn.name}' must name a model after '=', but '{'.'.join(defn.target)}' is not one.",
+                        defn.target_span)
+    names, required = _signature(target, where, depth + 1)
+    bound = set(names[:len(defn.args.positional)]) | {k.name for k in defn.args.keywords}
+    return names, tuple(r for r in required if r not in bound)

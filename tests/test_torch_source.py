@@ -3,7 +3,6 @@ import re
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,29 +13,15 @@ from archdsl import ArchError
 from archdsl.backends.torch_source import build_module, generate_source, load_source
 from archdsl.cli import main
 
-ZOO = Path(__file__).resolve().parent.parent / "zoo_specs"
+from zoo import ZOO, load_small, zoo_models  # noqa: E402
+
 TWINS = {"resnet18": {}, "resnet50": {}, "densenet121": {}, "vgg11_bn": {}, "alexnet": {},
          "googlenet": {"aux_logits": False, "init_weights": False}}
 
 
-def zoo_models():
-    out = []
-    for path in sorted(ZOO.glob("*.arch")):
-        for name in re.findall(r"^model\s+(\w+)", path.read_text(), re.M):
-            try:
-                archdsl.load(path, name)
-            except ArchError:       # a generic model that only its aliases instantiate
-                continue
-            out.append((path.name, name))
-    return out
-
-
 def small(path, name):
     """The model at 64x64 where it allows, else at its own size."""
-    try:
-        return archdsl.load(path, name, size=64)
-    except ArchError:
-        return archdsl.load(path, name)
+    return load_small(path.name, name)
 
 
 def example(graph, batch=2, seed=0):

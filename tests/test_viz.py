@@ -22,7 +22,7 @@ from archdsl.cli import main
 from archdsl.ir.stats import human, layer_stats
 from archdsl.viz import build_view, emit, expanded_at, to_dot, write
 
-ZOO = Path(__file__).resolve().parent.parent / "zoo_specs"
+from zoo import ZOO, zoo_models  # noqa: E402
 RESNET = str(ZOO / "resnet.arch")
 HAS_DOT = shutil.which("dot") is not None
 needs_dot = pytest.mark.skipif(not HAS_DOT, reason="Graphviz's dot is not installed")
@@ -164,28 +164,11 @@ def check_structure(graph, depth, text=None):
     return clusters, nodes, edges
 
 
-def zoo_models():
-    for path in sorted(ZOO.glob("*.arch")):
-        for name in re.findall(r"^model (\w+)", path.read_text(), re.M):
-            yield path, name
-
-
-def load_or_skip(path, name):
-    try:
-        return archdsl.load(path, name)
-    except ArchError as err:
-        if "missing its required argument" in str(err):      # a generic model, used through its aliases
-            return None
-        raise
-
-
 # ---- structure -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("path,name", list(zoo_models()), ids=lambda x: getattr(x, "stem", x))
-def test_every_zoo_model_at_every_depth(path, name):
-    graph = load_or_skip(path, name)
-    if graph is None:
-        pytest.skip(f"{name} has required arguments; it is drawn through its aliases")
+@pytest.mark.parametrize("file,name", zoo_models(), ids=lambda x: x)
+def test_every_zoo_model_at_every_depth(file, name):
+    graph = archdsl.load(ZOO / file, name)
     view = build_view(graph)
     for depth in list(range(view["max_depth"] + 1)) + [None]:
         check_structure(graph, depth, emit(view, expanded_at(view, depth)))

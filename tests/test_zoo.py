@@ -20,7 +20,6 @@ purely absolute bound would be meaningless in either direction.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
@@ -34,39 +33,17 @@ from archdsl.ir.verify import verify  # noqa: E402
 from archdsl.syntax import ast  # noqa: E402
 from archdsl.syntax.parser import parse  # noqa: E402
 
-ZOO = Path(__file__).resolve().parent.parent / "zoo_specs"
-SMALL = 64            # test resolution for models whose default input is larger
+from zoo import SMALL, ZOO, zoo_models  # noqa: E402
 TV_KWARGS = {"googlenet": {"aux_logits": False, "init_weights": False}}
 TV_NAMES = set(torchvision.models.list_models(module=torchvision.models))
 
 
-def _zoo_models():
-    """(file name, model name, required parameters) for every model defined in a zoo file."""
-    out = []
-    for path in sorted(ZOO.glob("*.arch")):
-        module = parse(path.read_text(encoding="utf-8"), path.name)
-        for item in module.items:
-            if isinstance(item, ast.ModelAlias):
-                out.append((path.name, item.name, ()))
-            elif isinstance(item, ast.Definition) and item.kind == "model":
-                out.append((path.name, item.name, tuple(p.name for p in item.params if p.default is None)))
-    return out
-
-
-ALL_MODELS = _zoo_models()
-MODELS = [(f, m) for f, m, required in ALL_MODELS if not required]     # the ones that compile as they are
+ALL_MODELS = [(p.name, m.name, m.required) for p in sorted(ZOO.glob("*.arch")) for m in archdsl.list_models(p)]
+MODELS = zoo_models()                   # the ones that compile as they are
 TWINS = [(f, m) for f, m in MODELS if m in TV_NAMES]
 OTHERS = [(f, m) for f, m in MODELS if m not in TV_NAMES]
 ids = [m for _, m in MODELS]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small inputs gain nothing from intra-op threads, and 2 shared cores thrash with them."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
 
 
 def load_small(file: str, model: str):

@@ -1,10 +1,7 @@
 """``dce``: dead nodes go with their parameters, live ones and the inputs stay, outputs are unchanged."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import networkx as nx
-import numpy as np
 import pytest
 
 import archdsl
@@ -12,10 +9,8 @@ from archdsl.ir.printer import print_graph
 from archdsl.ir.verify import verify
 from archdsl.passes import run_pipeline
 from archdsl.passes.dce import DeadCodeElimination
-from archdsl.syntax import ast
-from archdsl.syntax.parser import parse
 
-ZOO = Path(__file__).resolve().parents[2] / "zoo_specs"
+from zoo import ZOO, zoo_models  # noqa: E402
 
 DEAD = """model m() {
     input x: [3, 8, 8]
@@ -87,12 +82,9 @@ def test_nodes_made_dead_by_an_earlier_pass_are_removed():
     assert rep.removed == ["c", "d"]
 
 
-@pytest.mark.parametrize("path", sorted(ZOO.glob("*.arch")), ids=lambda p: p.stem)
-def test_zoo_models_have_no_dead_nodes(path):
-    for item in parse(path.read_text(encoding="utf-8"), path.name).items:
-        if isinstance(item, ast.ModelAlias) or (isinstance(item, ast.Definition) and item.kind == "model"
-                                                and all(p.default is not None for p in item.params)):
-            g = archdsl.load(path, item.name)
-            result = dce(g)
-            assert result.modified is False, item.name
-            assert result.report.params_before == result.report.params_after == g.param_count()
+@pytest.mark.parametrize("file,model", zoo_models(), ids=lambda x: x)
+def test_zoo_models_have_no_dead_nodes(file, model):
+    g = archdsl.load(ZOO / file, model)
+    result = dce(g)
+    assert result.modified is False, model
+    assert result.report.params_before == result.report.params_after == g.param_count()

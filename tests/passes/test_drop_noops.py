@@ -1,22 +1,17 @@
 """``drop-inference-noops``: dropout and identity removed; eval-mode outputs bit-for-bit unchanged."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import archdsl
-from archdsl import ArchError
 from archdsl.ir.verify import verify
 from archdsl.passes.drop_noops import DropInferenceNoops
-from archdsl.syntax import ast
-from archdsl.syntax.parser import parse
 
 torch = pytest.importorskip("torch")
 
-ZOO = Path(__file__).resolve().parents[2] / "zoo_specs"
-SMALL = 64
+from zoo import load_small, zoo_models  # noqa: E402
 NUMERIC_MAX_PARAMS = 20_000_000     # larger zoo models are checked by counts only (their outputs are
                                     # unchanged by construction: the rewrite only rewires edges)
 
@@ -29,13 +24,6 @@ NOOPS = """model m() {
 """
 NOOP_MODULES = (torch.nn.Dropout, torch.nn.Dropout2d, torch.nn.Identity)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
 
 
 def run(g, **options):
@@ -105,27 +93,12 @@ def test_option_is_typed_in_pipelines():
     assert parse_pipeline("drop-inference-noops{training=true}") == [DropInferenceNoops(training=True)]
 
 
-def _zoo_models():
-    out = []
-    for path in sorted(ZOO.glob("*.arch")):
-        for item in parse(path.read_text(encoding="utf-8"), path.name).items:
-            if isinstance(item, ast.ModelAlias) or (isinstance(item, ast.Definition) and item.kind == "model"
-                                                    and all(p.default is not None for p in item.params)):
-                out.append((path, item.name))
-    return out
+MODELS = zoo_models()
 
 
-MODELS = _zoo_models()
-
-
-@pytest.mark.parametrize("path,model", MODELS, ids=[m for _, m in MODELS])
-def test_zoo_model(path, model):
-    g = archdsl.load(path, model)
-    if g.data(g.inputs[0])["shape"][-1] > SMALL:
-        try:
-            g = archdsl.load(path, model, size=SMALL)
-        except ArchError:
-            pass
+@pytest.mark.parametrize("file,model", MODELS, ids=[m for _, m in MODELS])
+def test_zoo_model(file, model):
+    g = load_small(file, model)
     result = run(g)
     expected = noop_modules(g)
     assert result.report.removed == expected

@@ -23,7 +23,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,49 +30,18 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import archdsl  # noqa: E402
-from archdsl import ArchError  # noqa: E402
 from archdsl.ir.verify import verify  # noqa: E402
 from archdsl.passes import run_pipeline  # noqa: E402
 from archdsl.passes.fold_bn import FoldBatchNorm  # noqa: E402
-from archdsl.syntax import ast  # noqa: E402
-from archdsl.syntax.parser import parse  # noqa: E402
 
-ZOO = Path(__file__).resolve().parents[2] / "zoo_specs"
-SMALL = 64
+from zoo import ZOO, load_small, zoo_models  # noqa: E402
 TOL = 1e-5
 HAS_ONNX = importlib.util.find_spec("archdsl.backends.onnx_export") is not None
 HEAVY = 100_000_000            # parameters; see the module docstring
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
 
 # ---- helpers -------------------------------------------------------------------------------
-
-def zoo_models() -> list[tuple[str, str]]:
-    out = []
-    for path in sorted(ZOO.glob("*.arch")):
-        for item in parse(path.read_text(encoding="utf-8"), path.name).items:
-            if isinstance(item, ast.ModelAlias) or (isinstance(item, ast.Definition) and item.kind == "model"
-                                                    and all(p.default is not None for p in item.params)):
-                out.append((path.name, item.name))
-    return out
-
-
-def load_small(file: str, model: str):
-    g = archdsl.load(ZOO / file, model)
-    if g.data(g.inputs[0])["shape"][-1] > SMALL:
-        try:
-            g = archdsl.load(ZOO / file, model, size=SMALL)
-        except ArchError:
-            pass                    # no `size` parameter: keep the default input
-    return g
-
 
 def randomise_bn(g, seed: int = 0, zero_shift: bool = False) -> None:
     """Running statistics and affine parameters far from the defaults (mean 0, var 1, gamma 1, beta 0)."""
