@@ -1,0 +1,7 @@
+"""Measuring archdsl: inputs, backend runners and timing for ``archc run`` and ``archc bench``.
+
+``timing`` holds the clocks and statistics, ``runners`` one forward pass per backend
+(PyTorch, onnxruntime; CPU or CUDA), ``twins`` the torchvision models a zoo model can be
+compared with, ``suite`` the whole benchmark, and ``frontend`` the front end's speed.
+Nothing here is imported by the core.
+"""

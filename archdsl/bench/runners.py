@@ -1,0 +1,180 @@
+"""One forward pass per backend, on CPU or CUDA, with inputs staged on the device first.
+
+A runner's ``step()`` runs the model once on the staged inputs and returns only when the
+device is done (``torch.cuda.synchronize``; onnxruntime's ``run`` is synchronous), so wall
+time around it is the latency. Outputs stay on the device until ``outputs()`` is asked for.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..diagnostics import ArchError
+from ..ir.graph import Graph
+
+DEVICES = ("cpu", "cuda")
+
+
+def _fmt(shape) -> str:
+    return "(" + ", ".join(map(str, shape)) + ")"
+
+
+def _threads(n: int) -> str:
+    return f"{n} thread{'s' if n != 1 else ''}"
+
+
+def input_shapes(graph: Graph, batch: int) -> list:
+    return [(batch, *graph.data(nid)["shape"][1:]) for nid in graph.inputs]
+
+
+def input_names(graph: Graph) -> list:
+    return [graph.data(nid)["attrs"].get("name", f"input{i}") for i, nid in enumerate(graph.inputs)]
+
+
+def random_inputs(graph: Graph, batch: int, seed: int = 0) -> list:
+    """Standard normal float32 inputs of the model's shapes with batch size ``batch``."""
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(shape, dtype=np.float32) for shape in input_shapes(graph, batch)]
+
+
+def load_inputs(paths, graph: Graph, batch: int | None) -> list:
+    """Inputs read from ``.npy`` files, one per model input, checked against the model's shapes.
+
+    An array without the batch dimension is one sample; ``batch`` (if given) must agree with
+    the arrays' own batch size.
+    """
+    names = input_names(graph)
+    if len(paths) != len(names):
+        raise ArchError(f"Model '{graph.name}' takes {len(names)} input{'s' if len(names) != 1 else ''} "
+                        f"({', '.join(names)}), but {len(paths)} --input file{'s were' if len(paths) != 1 else ' was'} "
+                        "given.")
+    out = []
+    for path, name, nid in zip(paths, names, graph.inputs):
+        want = graph.data(nid)["shape"]
+        try:
+            array = np.load(Path(path), allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise ArchError(f"Cannot read '{path}' as a NumPy array: {err}.") from None
+        if not np.issubdtype(array.dtype, np.number):
+            raise ArchError(f"'{path}' holds {array.dtype} data; input '{name}' takes numbers.")
+        if array.ndim == len(want) - 1:
+            array = array[None]
+        if array.ndim != len(want) or tuple(array.shape[1:]) != tuple(want[1:]):
+            raise ArchError(f"'{path}' holds an array of shape {_fmt(array.shape)}, but input '{name}' of model "
+                            f"'{graph.name}' takes {_fmt(want)}.")
+        if batch is not None and array.shape[0] != batch:
+            raise ArchError(f"'{path}' holds a batch of {array.shape[0]}, but --batch {batch} was asked for.")
+        out.append(np.ascontiguousarray(array, dtype=np.float32))
+    return out
+
+
+def check_torch_device(device: str) -> None:
+    if device not in DEVICES:
+        raise ArchError(f"Unknown device '{device}'; the devices are {', '.join(DEVICES)}.")
+    if device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            raise ArchError("The CUDA device was asked for, but PyTorch finds no CUDA GPU on this machine.")
+
+
+def ort_providers(device: str) -> list:
+    import onnxruntime as ort
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise ArchError("The CUDA device was asked for, but this onnxruntime has no CUDAExecutionProvider "
+                            "(install onnxruntime-gpu).")
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class TorchRunner:
+    """A ``torch.nn.Module`` in eval mode under ``torch.inference_mode``."""
+
+    def __init__(self, module, device: str = "cpu", label: str = "torch", threads: int | None = None):
+        import torch
+        check_torch_device(device)
+        if threads:
+            torch.set_num_threads(threads)
+        self.torch, self.device, self.label = torch, device, label
+        self.module = module.eval().to(device)
+        self._inputs, self._out = [], None
+
+    @property
+    def detail(self) -> str:
+        if self.device == "cuda":
+            return f"PyTorch {self.torch.__version__}, {self.torch.cuda.get_device_name()}"
+        return f"PyTorch {self.torch.__version__}, {_threads(self.torch.get_num_threads())}"
+
+    def prepare(self, inputs) -> None:
+        self._inputs = [self.torch.from_numpy(x).to(self.device) for x in inputs]
+
+    def step(self) -> None:
+        with self.torch.inference_mode():
+            self._out = self.module(*self._inputs)
+        if self.device == "cuda":
+            self.torch.cuda.synchronize()
+
+    def outputs(self) -> list:
+        outs = self._out if isinstance(self._out, (tuple, list)) else [self._out]
+        return [o.detach().float().cpu().numpy() for o in outs]
+
+
+class OrtRunner:
+    """An onnxruntime session; on CUDA, inputs and outputs are bound to the GPU (no copies timed)."""
+
+    def __init__(self, model_bytes: bytes, device: str = "cpu", label: str = "onnxruntime",
+                 threads: int | None = None):
+        import onnxruntime as ort
+        self.ort, self.device, self.label = ort, device, label
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.threads = threads or os.cpu_count()
+        self.session = ort.InferenceSession(model_bytes, opts, providers=ort_providers(device))
+        self._feeds, self._binding, self._out = {}, None, None
+
+    @property
+    def detail(self) -> str:
+        provider = self.session.get_providers()[0]
+        return f"onnxruntime {self.ort.__version__}, {provider}" + \
+            (f", {_threads(self.threads)}" if provider == "CPUExecutionProvider" else "")
+
+    def prepare(self, inputs) -> None:
+        names = [i.name for i in self.session.get_inputs()]
+        self._feeds = dict(zip(names, inputs))
+        if self.device == "cuda":
+            b = self.session.io_binding()
+            for name, x in self._feeds.items():
+                b.bind_ortvalue_input(name, self.ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
+            for o in self.session.get_outputs():
+                b.bind_output(o.name, "cuda")
+            self._binding = b
+
+    def step(self) -> None:
+        if self._binding is not None:
+            self.session.run_with_iobinding(self._binding)
+        else:
+            self._out = self.session.run(None, self._feeds)
+
+    def outputs(self) -> list:
+        if self._binding is not None:
+            return self._binding.copy_outputs_to_cpu()
+        return list(self._out)
+
+
+def make_runner(backend: str, graph: Graph, device: str, opset: int | None = None, threads: int | None = None):
+    """The runner for ``archc run``: ``torch`` (archdsl.to_torch) or ``onnxruntime`` (archdsl's ONNX)."""
+    if threads is not None and threads < 1:
+        raise ArchError(f"--threads must be at least 1, but it is {threads}.")
+    if backend == "torch":
+        check_torch_device(device)
+        from ..backends.torch_module import to_torch
+        return TorchRunner(to_torch(graph), device, "torch", threads)
+    if backend == "onnxruntime":
+        ort_providers(device)       # fail before compiling when CUDA is missing
+        from ..backends.onnx_export import onnx_bytes
+        return OrtRunner(onnx_bytes(graph, opset), device, "onnxruntime", threads)
+    raise ArchError(f"Unknown backend '{backend}'; the backends are torch, onnxruntime.")

@@ -1,0 +1,240 @@
+"""``archc run`` and ``archc bench``: what they print and compute (never how fast: no timed assertions)."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("tqdm")
+
+import archdsl  # noqa: E402
+from archdsl.bench.suite import LABELS, RATIO_LABELS, format_report  # noqa: E402
+from archdsl.bench.timing import percentile, summary  # noqa: E402
+from archdsl.cli import main  # noqa: E402
+from archdsl.cli.run import top_values  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = Path(__file__).resolve().parent / "specs"
+OPS = str(SPECS / "onnx_ops.arch")
+STN = str(SPECS / "stn_small.arch")
+RESNET = str(ROOT / "zoo_specs" / "resnet.arch")
+CUDA = torch.cuda.is_available()
+
+
+def run_cli(capsys, *argv):
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def reference(path, model, x):
+    g = archdsl.load(path, model)
+    with torch.no_grad():
+        return archdsl.to_torch(g).eval()(torch.from_numpy(x)).numpy()
+
+
+def tops(out: str) -> list:
+    line = next(l for l in out.splitlines() if "top " in l)
+    return [(int(i), float(v)) for i, v in re.findall(r"\[(\d+)\] (\S+?)(?:,|$)", line)]
+
+
+# ---- archc run ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_run_prints_shape_top_values_and_latency(capsys, backend):
+    rc, out, err = run_cli(capsys, "run", STN, "--model", "stn_small", "--backend", backend, "--batch", "3",
+                           "--runs", "4", "--warmup", "1", "--top", "3")
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith(f"model stn_small ({STN}) on {backend}, cpu (")
+    assert lines[1] == "input x: (3, 1, 28, 28) (standard normal, seed 0)"
+    assert lines[2] == "output: (3, 10) float32"
+    assert re.fullmatch(r"latency over 4 runs after 1 warm-up: median [\d.]+ ms, p90 [\d.]+ ms, mean [\d.]+ ms, "
+                        r"min [\d.]+ ms, max [\d.]+ ms", lines[4])
+    x = np.random.default_rng(0).standard_normal((3, 1, 28, 28), dtype=np.float32)
+    want = reference(STN, "stn_small", x)[0]
+    got = tops(out)
+    assert [i for i, _ in got] == list(np.argsort(-want, kind="stable")[:3])
+    assert np.allclose([v for _, v in got], np.sort(want)[::-1][:3], atol=1e-4)
+
+
+def test_run_backends_agree(capsys):
+    outs = [run_cli(capsys, "run", RESNET, "--model", "resnet18", "-D", "size=32", "--backend", b, "--runs", "1",
+                    "--warmup", "0") for b in ("torch", "onnxruntime")]
+    assert all(rc == 0 for rc, _, _ in outs)
+    (_, a, _), (_, b, _) = outs
+    assert [i for i, _ in tops(a)] == [i for i, _ in tops(b)]
+    assert np.allclose([v for _, v in tops(a)], [v for _, v in tops(b)], atol=1e-4)
+
+
+@pytest.mark.parametrize("with_batch", [False, True])
+def test_run_reads_inputs_from_npy(capsys, tmp_path, with_batch):
+    x = np.random.default_rng(5).standard_normal((2, 1, 28, 28), dtype=np.float32)
+    path = tmp_path / "x.npy"
+    np.save(path, x if with_batch else x[0])
+    rc, out, err = run_cli(capsys, "run", STN, "--model", "stn_small", "--backend", "onnxruntime",
+                           "--input", str(path), "--runs", "1")
+    assert rc == 0, err
+    assert f"input x: ({2 if with_batch else 1}, 1, 28, 28) ({path})" in out
+    want = reference(STN, "stn_small", x if with_batch else x[:1])[0]
+    assert [i for i, _ in tops(out)] == list(np.argsort(-want, kind="stable")[:5])
+
+
+def test_run_input_errors(capsys, tmp_path):
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((1, 3, 28, 28), np.float32))
+    rc, _, err = run_cli(capsys, "run", STN, "--model", "stn_small", "--input", str(bad))
+    assert rc == 1
+    assert err.strip() == (f"error: '{bad}' holds an array of shape (1, 3, 28, 28), but input 'x' of model "
+                           "'stn_small' takes (N, 1, 28, 28).")
+    rc, _, err = run_cli(capsys, "run", OPS, "--model", "two_outputs", "--input", str(bad))
+    assert rc == 1
+    assert err.strip() == "error: Model 'two_outputs' takes 2 inputs (x, y), but 1 --input file was given."
+    rc, _, err = run_cli(capsys, "run", STN, "--model", "stn_small", "--input", str(tmp_path / "missing.npy"))
+    assert rc == 1 and err.startswith(f"error: Cannot read '{tmp_path / 'missing.npy'}' as a NumPy array:")
+    good = tmp_path / "good.npy"
+    np.save(good, np.zeros((2, 1, 28, 28), np.float32))
+    rc, _, err = run_cli(capsys, "run", STN, "--model", "stn_small", "--input", str(good), "--batch", "3")
+    assert rc == 1
+    assert err.strip() == f"error: '{good}' holds a batch of 2, but --batch 3 was asked for."
+    rc, _, err = run_cli(capsys, "run", STN, "--model", "stn_small", "--batch", "0")
+    assert rc == 1 and err.strip() == "error: --batch must be at least 1, but it is 0."
+
+
+@pytest.mark.parametrize("backend,detail", [("torch", "PyTorch"), ("onnxruntime", "CPUExecutionProvider")])
+def test_run_threads(capsys, backend, detail):
+    saved = torch.get_num_threads()
+    try:
+        rc, out, err = run_cli(capsys, "run", STN, "--model", "stn_small", "--backend", backend, "--threads", "1",
+                               "--runs", "1")
+    finally:
+        torch.set_num_threads(saved)
+    assert rc == 0, err
+    assert re.search(rf"\(.*{detail}.*, 1 thread\)$", out.splitlines()[0])
+    rc, _, err = run_cli(capsys, "run", STN, "--model", "stn_small", "--threads", "0")
+    assert rc == 1 and err.strip() == "error: --threads must be at least 1, but it is 0."
+
+
+def test_run_several_outputs(capsys):
+    rc, out, err = run_cli(capsys, "run", OPS, "--model", "two_outputs", "--backend", "onnxruntime", "--runs", "1")
+    assert rc == 0, err
+    assert "output 0: (1, 4) float32" in out and "output 1: (1, 4, 6, 6) float32" in out
+    assert "output 2: (1, 3, 8, 8) float32" in out
+    assert "input y: (1, 3, 8, 8)" in out
+
+
+@pytest.mark.skipif(CUDA, reason="checks the message on a machine without CUDA")
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_run_cuda_without_gpu_is_a_clear_error(capsys, backend):
+    rc, _, err = run_cli(capsys, "run", STN, "--model", "stn_small", "--backend", backend, "--device", "cuda")
+    assert rc == 1
+    if backend == "torch" or "CUDAExecutionProvider" not in ort.get_available_providers():
+        assert err.startswith("error: The CUDA device was asked for, but ")
+
+
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+def test_run_on_cuda(capsys):
+    rc, out, err = run_cli(capsys, "run", STN, "--model", "stn_small", "--device", "cuda", "--runs", "2")
+    assert rc == 0, err
+    assert "on torch, cuda" in out and "output: (1, 10) float32" in out
+
+
+# ---- archc bench -------------------------------------------------------------------------------
+
+def test_bench_json_without_twin(capsys):
+    saved = torch.get_num_threads()
+    try:
+        rc, out, err = run_cli(capsys, "bench", STN, "--model", "stn_small", "--runs", "2", "--warmup", "0",
+                               "--compile-repeat", "1", "--json", "--batch", "2", "--threads", "1")
+    finally:
+        torch.set_num_threads(saved)
+    assert rc == 0, err
+    res = json.loads(out)
+    assert res["model"] == "stn_small" and res["batch"] == 2 and res["device"] == "cpu" and res["opset"] == 20
+    assert res["threads"] == 1 and all(st["detail"].endswith(", 1 thread") for st in res["latency"].values())
+    assert res["input_shapes"] == [[2, 1, 28, 28]]
+    assert {"text_to_ir", "init_weights", "ir_to_torch", "ir_to_onnx", "onnxruntime_session"} <= set(res["compile_ms"])
+    assert {"torch", "onnxruntime"} <= set(res["latency"])
+    for st in res["latency"].values():
+        assert st["runs"] == 2 and 0 < st["min_ms"] <= st["median_ms"] <= st["p90_ms"] <= st["max_ms"]
+    assert res["latency"]["torch"]["max_abs_diff_vs_torch"] is None
+    assert res["latency"]["onnxruntime"]["max_abs_diff_vs_torch"] < 1e-4
+    assert res["skipped"]["torchvision"] == "torchvision has no model named 'stn_small'"
+    assert "onnxruntime_latency_vs_torch" in res["ratios"]
+    assert res["machine"]["cores"] >= 1 and res["machine"]["cpu"]
+    assert "archc bench" in err            # the progress bar, on standard error
+
+
+def test_bench_with_torchvision_twin(capsys):
+    rc, out, err = run_cli(capsys, "bench", RESNET, "--model", "resnet18", "-D", "size=32", "--runs", "1",
+                           "--warmup", "0", "--compile-repeat", "1", "--no-progress", "--json")
+    assert rc == 0, err
+    assert err == ""
+    res = json.loads(out)
+    assert res["twin"] == {"name": "resnet18",
+                           "note": "same parameter names and shapes; the spec's weights are loaded into it"}
+    r, c, lat = res["ratios"], res["compile_ms"], res["latency"]
+    assert {"torch", "onnxruntime", "torchvision", "torchvision_onnx_export"} <= set(lat)
+    assert {"torch_onnx_export", "twin_onnxruntime_session"} <= set(c)
+    assert r["onnx_emit_speedup_vs_torch_onnx_export"] == pytest.approx(c["torch_onnx_export"] / c["ir_to_onnx"])
+    assert r["onnxruntime_latency_vs_exported_twin"] == pytest.approx(
+        lat["onnxruntime"]["median_ms"] / lat["torchvision_onnx_export"]["median_ms"])
+    assert r["torch_latency_vs_torchvision"] == pytest.approx(
+        lat["torch"]["median_ms"] / lat["torchvision"]["median_ms"])
+    # the twin runs the spec's weights: every backend computes the same function
+    for key, st in lat.items():
+        if key != "torch":
+            assert st["max_abs_diff_vs_torch"] < 1e-4, key
+    text = format_report(res)
+    assert text.startswith("archc bench: resnet18 (")
+    for key in list(c) + list(lat):
+        assert LABELS[key] in text, key
+    for key in r:
+        assert RATIO_LABELS[key] in text, key
+    assert "torchvision twin resnet18: same parameter names and shapes" in text
+
+
+def test_bench_passes_measures_both_graphs(capsys):
+    pipeline = pytest.importorskip("archdsl.passes.pipeline")
+    del pipeline
+    rc, out, err = run_cli(capsys, "bench", RESNET, "--model", "resnet18", "-D", "size=32", "--passes", "fold-bn",
+                           "--runs", "1", "--warmup", "0", "--compile-repeat", "1", "--no-progress", "--json",
+                           "--no-twin")
+    assert rc == 0, err
+    res = json.loads(out)
+    assert res["passes"] == "fold-bn" and "passes" in res["compile_ms"]
+    assert {"torch", "onnxruntime", "torch_no_passes", "onnxruntime_no_passes"} <= set(res["latency"])
+    assert {"passes_speedup_torch", "passes_speedup_onnxruntime"} <= set(res["ratios"])
+    # folding batch norm keeps the function (up to rounding)
+    assert res["latency"]["torch_no_passes"]["max_abs_diff_vs_torch"] < 1e-4
+    assert res["skipped"]["torchvision"] == "--no-twin"
+
+
+def test_bench_errors(capsys):
+    rc, _, err = run_cli(capsys, "bench", STN, "--model", "stn_small", "--runs", "0", "--no-progress")
+    assert rc == 1 and err.strip() == "error: --runs must be at least 1, but it is 0."
+    rc, _, err = run_cli(capsys, "bench", STN, "--model", "stn_small", "--opset", "19", "--no-progress",
+                         "--runs", "1", "--compile-repeat", "1", "--warmup", "0")
+    assert rc == 1 and "error: 'affine_grid' needs ONNX opset 20 or newer" in err
+
+
+# ---- statistics ------------------------------------------------------------------------------
+
+def test_statistics():
+    assert percentile([4, 1, 3, 2], 0.5) == 2.5
+    assert percentile(range(11), 0.9) == 9.0
+    assert percentile([7], 0.9) == 7
+    s = summary([0.001, 0.003, 0.002])
+    assert s == {"median_ms": 2.0, "p90_ms": pytest.approx(2.8), "mean_ms": pytest.approx(2.0), "min_ms": 1.0,
+                 "max_ms": 3.0, "runs": 3}
+
+
+def test_top_values():
+    a = np.array([[0.1, 0.5, -1.0, 0.5], [9, 9, 9, 9]], np.float32)
+    assert top_values(a, 3) == [(1, 0.5), (3, 0.5), (0, pytest.approx(0.1))]
+    assert top_values(a, 10) == top_values(a, 4)
