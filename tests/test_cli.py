@@ -53,3 +53,17 @@ def test_non_arch_files_are_refused_unread(tmp_path, capsys):
     assert main(["check", str(secret)]) == 1
     err = capsys.readouterr().err
     assert "Only .arch spec files can be compiled" in err and "TOP-SECRET" not in err
+
+
+def test_bench_frontend_json(capsys):
+    assert main(["bench-frontend", "--blocks", "2,4", "--json", "--no-progress"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [r["spec"] for r in rows] == ["resnet.arch:resnet152", "densenet.arch:densenet201",
+                                         "generated(blocks=2)", "generated(blocks=4)"]
+    assert [r["nodes"] for r in rows] == [516, 708, 7 * 2 + 5, 7 * 4 + 5]
+    assert all(r["ms"] > 0 for r in rows)
+
+
+def test_bench_frontend_rejects_bad_sizes(capsys):
+    assert main(["bench-frontend", "--blocks", "2,x"]) == 1
+    assert "--blocks expects comma-separated ints" in capsys.readouterr().err

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ir.graph import Graph
+from .inplace import inplace_nodes
 
 
 def _conv(n, ins):
@@ -81,6 +82,13 @@ def _add(a):
     return add
 
 
+def _add_(out, *xs):
+    """``out += x`` for each x: the sum written over the first operand (see inplace.py)."""
+    for x in xs:
+        out = out.add_(x)
+    return out
+
+
 def _mul(a):
     def mul(*xs):
         out = xs[0]
@@ -138,6 +146,7 @@ class ArchModule(nn.Module):
         self._inputs = list(graph.inputs)
         self._outputs = list(graph.outputs)
         program = []
+        inplace = inplace_nodes(graph)
         for i, nid in enumerate(order):
             d = graph.data(nid)
             if d["op"] == "input":
@@ -145,8 +154,12 @@ class ArchModule(nn.Module):
             in_shapes = [graph.data(s)["shape"] for s in d["inputs"]]
             if d["op"] in MODULES:
                 module = MODULES[d["op"]](d, in_shapes)
+                if nid in inplace:                       # relu: see inplace.py
+                    module.inplace = True
                 _install(self, d["scope"], module)
                 fn = ("module", d["scope"])
+            elif nid in inplace:                         # add: see inplace.py
+                fn = ("function", _add_)
             elif d["op"] in FUNCTIONS:
                 fn = ("function", FUNCTIONS[d["op"]](d["attrs"]))
             else:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ..diagnostics import ArchError
 from ..ir.graph import Graph
+from .inplace import INPLACE_OPS, SAFE_PRODUCERS
 from .torch_classes import MODULE_OPS, Analysis, ClassDef, _default_init, identifier, is_position
 from .torch_exprs import Lin, literal
 
@@ -268,6 +269,19 @@ class ClassWriter:
         return d["op"] in MODULE_OPS and (self.seq_mode or bool(it.container) or bool(d["params"])
                                           or not is_position(it.name))
 
+    def inplace_ok(self, j: int) -> bool:
+        """Whether layer j may overwrite its first operand (the rules of archdsl/backends/inplace.py)."""
+        it = self.items[j]
+        if it.unit is not None or it.nid is None or not it.inputs or self.data(j)["op"] not in INPLACE_OPS:
+            return False
+        r = it.inputs[0]
+        if r[0] != "it" or list(it.inputs).count(r) != 1 or r in {self._ref_of(n) for n in self.cls.base.outputs}:
+            return False
+        prod = self.items[r[1]]
+        if prod.unit is not None or prod.nid is None or self.data(r[1])["op"] not in SAFE_PRODUCERS:
+            return False
+        return sum(list(o.inputs).count(r) for o in self.items) == 1
+
     def module_expr(self, j: int) -> str:
         it = self.items[j]
         if it.unit is not None:
@@ -283,6 +297,8 @@ class ClassWriter:
             return f"{child.name}({', '.join(args)})"
         d = self.data(j)
         ctor, args, kw = module_call(d["op"], self.x(j), d["attrs"], len(self.g.data(d["inputs"][0])["shape"]))
+        if d["op"] == "relu" and self.inplace_ok(j):
+            kw = kw + ["inplace=True"]
         return f"{ctor}({', '.join(args + kw)})"
 
     # -- __init__
@@ -518,6 +534,8 @@ class ClassWriter:
                 expr = f"{self.attr(name)}({', '.join(args)})"
             else:
                 expr = function_call(self.data(first)["op"], self.x(first), self.data(first)["attrs"], args)
+                if kind == "item" and self.data(first)["op"] == "relu" and self.inplace_ok(first):
+                    expr = f"torch.relu_({args[0]})"
             if kind == "item" and it.unit is None and self.data(first)["op"] == "identity" and not flag:
                 var[out_ref] = args[0]
                 live[args[0]] = out_ref
@@ -562,7 +580,11 @@ class ClassWriter:
                     module = it.unit is not None or kind == "seq"
                     prefer = [label, "out"] if fan_out and module else ["out", label]
                     n = fresh(prefer)
-                lines.extend(self._stmt(n, expr, ind))
+                if kind == "item" and it.unit is None and self.data(first)["op"] == "add" and n == args[0] \
+                        and self.inplace_ok(first):
+                    lines.append(f"{ind}{n} += {' + '.join(args[1:])}")
+                else:
+                    lines.extend(self._stmt(n, expr, ind))
             var[out_ref] = n
             release(s)
             live[n] = out_ref

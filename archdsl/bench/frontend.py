@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..api import load
 
-# A residual network of `blocks` blocks; each block adds 8 nodes (conv, bn, relu, conv, bn, add, relu, + seq).
+# A residual network of `blocks` blocks of 7 nodes each (conv, bn, relu, conv, bn, add, relu), plus 5 more.
 SCALING_SPEC = """
 block unit(c: int) {
     input x

@@ -12,7 +12,7 @@ import sys
 
 from ..diagnostics import ArchError
 
-COMMANDS = ["check", "stats", "ir", "fmt", "compile", "opt", "passes", "run", "bench", "viz"]
+COMMANDS = ["check", "stats", "ir", "fmt", "compile", "opt", "passes", "run", "bench", "bench-frontend", "viz"]
 
 
 def build_parser() -> argparse.ArgumentParser:
