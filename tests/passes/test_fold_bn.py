@@ -12,17 +12,13 @@
   grouped, through a concat), BN into add and concat, pre-activation BN,
   shared outputs and parameters, model outputs.
 
-Models above 100M parameters (the VGGs, whose classifiers alone hold 120M and are
-never touched by fold-bn) cost tens of seconds each through both backends; by
-default only the smallest such model of a file that has batch norms (vgg11_bn)
-is compared numerically, the rest with ``ARCHDSL_FULL_ZOO=1`` (the convention of
-tests/test_onnx.py). Their reports are checked in every case.
+Every zoo model is compared numerically; the VGGs (over 100M parameters) take the
+longest, a few seconds each through both backends.
 """
 from __future__ import annotations
 
 import functools
 import importlib.util
-import os
 
 import numpy as np
 import pytest
@@ -34,10 +30,9 @@ from archdsl.ir.verify import verify  # noqa: E402
 from archdsl.passes import run_pipeline  # noqa: E402
 from archdsl.passes.fold_bn import FoldBatchNorm  # noqa: E402
 
-from zoo import ZOO, load_small, zoo_models  # noqa: E402
+from zoo import load_small, zoo_models  # noqa: E402
 TOL = 1e-5
 HAS_ONNX = importlib.util.find_spec("archdsl.backends.onnx_export") is not None
-HEAVY = 100_000_000            # parameters; see the module docstring
 
 
 
@@ -164,17 +159,6 @@ def test_zoo_model_fold_report_is_exact(file, model):
 
 
 @functools.lru_cache(maxsize=None)
-def _smallest_with_bn(file: str) -> str | None:
-    """The model of ``file`` with the fewest parameters among those that have a batch norm."""
-    sizes = []
-    for f, m in MODELS:
-        if f == file:
-            g = archdsl.load(ZOO / f, m)
-            if any(n.op == "bn" for n in g.nodes()):
-                sizes.append((g.param_count(), m))
-    return min(sizes)[1] if sizes else None
-
-
 @pytest.mark.parametrize("file,model", MODELS, ids=[m for _, m in MODELS])
 def test_zoo_model_folded_equals_the_original(file, model):
     g = load_small(file, model)
@@ -182,9 +166,6 @@ def test_zoo_model_folded_equals_the_original(file, model):
         result = fold(g)
         assert result.modified is False and result.report.actions == []
         return
-    if g.param_count() > HEAVY and model != _smallest_with_bn(file) and not os.environ.get("ARCHDSL_FULL_ZOO"):
-        pytest.skip(f"{model} has {g.param_count() / 1e6:.0f}M parameters; {_smallest_with_bn(file)} stands "
-                    "for it (ARCHDSL_FULL_ZOO=1 runs it too)")
     randomise_bn(g)
     result = fold(g)
     assert result.modified
