@@ -238,3 +238,29 @@ def test_top_values():
     a = np.array([[0.1, 0.5, -1.0, 0.5], [9, 9, 9, 9]], np.float32)
     assert top_values(a, 3) == [(1, 0.5), (3, 0.5), (0, pytest.approx(0.1))]
     assert top_values(a, 10) == top_values(a, 4)
+
+
+# ---- every zoo model through `archc run` ----------------------------------------------------------
+
+def _zoo_runs():
+    from zoo import ZOO
+    out = []
+    for path in sorted(ZOO.glob("*.arch")):
+        for m in archdsl.list_models(path):
+            if not m.required:
+                out.append((path, m.name, "size" in m.params))
+    return out
+
+
+@pytest.mark.parametrize("path,model,sized", _zoo_runs(), ids=lambda x: getattr(x, "name", x))
+def test_run_every_zoo_model_on_both_backends(capsys, path, model, sized):
+    size = ["-D", "size=64"] if sized else []
+    outputs = []
+    for backend in ("torch", "onnxruntime"):
+        rc, out, err = run_cli(capsys, "run", str(path), "--model", model, *size, "--backend", backend,
+                               "--runs", "1", "--warmup", "0", "--top", "3")
+        assert rc == 0, err
+        assert out.splitlines()[2].startswith("output: (1, ")
+        outputs.append(tops(out))
+    (i_t, v_t), (i_o, v_o) = outputs[0][0], outputs[1][0]
+    assert i_t == i_o and abs(v_t - v_o) <= 1e-4 * max(1.0, abs(v_t))
