@@ -500,3 +500,45 @@ def test_cli_reports_bad_input_as_a_diagnostic(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "bad.arch:4:1: error:" in err and "Traceback" not in err
     assert main(["fmt", "-i", str(tmp_path / "missing.arch")]) == 1
+
+
+# ---- wrapped headers and nested lists -------------------------------------------------------
+
+def test_nested_lists_that_do_not_fit_wrap_after_their_bracket():
+    row = ", ".join(["64", '"M"', "128", "256", "512"] * 4)
+    src = f'CONFIGS = [\n    ("A", [64, "M"]),\n    ("E", [{row}]),\n]\nX = [[1, 2], (3,)]\n'
+    assert check_format(src) == (
+        'CONFIGS = [\n    ("A", [64, "M"]),\n'
+        '    ("E", [64, "M", 128, 256, 512, 64, "M", 128, 256, 512, 64, "M", 128, 256, 512, 64, "M", 128,\n'
+        '           256, 512]),\n]\nX = [[1, 2], (3,)]\n')
+    # a source break between items is kept once the list has to wrap, and only then
+    kept = 'T = [\n    ("E", [111111111, 222222222, 333333333, 444444444,\n' \
+           '           555555555, 666666666, 777777777, 888888888, 999999999, 123456789, 1]),\n]\n'
+    assert check_format(kept) == kept
+    joined = 'T = [\n    ("E", [1, 2,\n           3]),\n]\n'
+    assert check_format(joined) == 'T = [\n    ("E", [1, 2, 3]),\n]\n'
+    # rows that fit a fresh line are not split; one that fits nowhere wraps in place
+    rows = ", ".join(f"[{i}000000, {i}000000, {i}000000]" for i in range(1, 5))
+    out = check_format(f"T = [\n    ({rows}, [{', '.join(['123456789'] * 12)}]),\n]\n")
+    assert out == (
+        "T = [\n    ([1000000, 1000000, 1000000], [2000000, 2000000, 2000000], [3000000, 3000000, 3000000],\n"
+        "     [4000000, 4000000, 4000000], [123456789, 123456789, 123456789, 123456789, 123456789, 123456789,\n"
+        "                                   123456789, 123456789, 123456789, 123456789, 123456789,\n"
+        "                                   123456789]),\n]\n")
+
+
+def test_long_headers_wrap_after_the_parenthesis_and_keep_source_breaks():
+    params = ", ".join(f"p{i}: int = {i}" for i in range(9))
+    out = check_format(f"model m({params}) {{\n    input x\n    output x\n}}\n")
+    assert out.split("\n")[:2] == [
+        "model m(p0: int = 0, p1: int = 1, p2: int = 2, p3: int = 3, p4: int = 4, p5: int = 5, p6: int = 6,",
+        "        p7: int = 7, p8: int = 8) {"]
+    kept = "block b(a: int, b: list,\n        c: float = 0.5, d: bool = false, e: int = 1000, f: int = 224, g = 2, h = 3) {\n" \
+           "    input x\n    output x\n}\n"
+    assert check_format(kept) == kept
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)
+def test_shipped_specs_are_formatted(path):
+    text = path.read_text(encoding="utf-8")
+    assert format_source(text, str(path)) == text, f"run `archc fmt -i {path.relative_to(ROOT)}`"

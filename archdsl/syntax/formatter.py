@@ -11,7 +11,9 @@ expression in the source). Top-level definitions are separated by one blank
 line; blank lines between statements are kept (at most one). ``parallel`` and
 ``dense`` put one branch per line; ``residual``/``stn`` bodies are indented.
 A chain that would pass column 100 breaks before ``->``; the continuation
-lines align with the statement's first ``->`` (bodies: with the body).
+lines align with the statement's first ``->`` (bodies: with the body). A header,
+or a list or tuple nested in a one-item-per-line list, that would pass column 100
+wraps its items onto lines aligned after its opening bracket.
 
 Comments: each comment is tied to a source token. A comment alone on its line
 goes before the output line holding the next token; a comment after code goes
@@ -291,8 +293,23 @@ class _Formatter:
         params = [self.param(p) for p in d.params]
         lpar, rpar = self.src.bracket_after(_end(d.name_span), "(")
         one = f"{d.kind} {d.name}(" + ", ".join(params) + ") {"
-        if params and (indent + len(one) > WIDTH or self.src.comments_in(lpar, rpar)
-                       or self.src.trailing_comma(rpar)):
+        head = f"{d.kind} {d.name}("
+        if params and indent + len(one) > WIDTH and len(head) <= _MAX_ALIGN and not (
+                self.src.comments_in(lpar, rpar) or self.src.trailing_comma(rpar)):
+            self.add(head)
+            col = self.width()
+            for k, (p, text) in enumerate(zip(d.params, params)):
+                tail = 3 if k + 1 == len(params) else 1
+                if k:
+                    self.add(",")
+                    if d.params[k - 1].span.end_line < p.span.line or self.width() + 1 + len(text) + tail > WIDTH:
+                        self.newline(col, _start(p.span), "cont")
+                    else:
+                        self.add(" ")
+                self.add(text)
+            self.add(") {")
+        elif params and (indent + len(one) > WIDTH or self.src.comments_in(lpar, rpar)
+                         or self.src.trailing_comma(rpar)):
             self.add(f"{d.kind} {d.name}(")
             for p, text in zip(d.params, params):
                 self.newline(indent + INDENT, _start(p.span), "item")
@@ -366,9 +383,16 @@ class _Formatter:
                     cont = indent + 2 * INDENT
             self.layers(v.layers, cont, v.source.span, False, head=True)
 
-    def value(self, e, top: bool = True) -> None:
+    def value(self, e, top: bool = True, tail: int = 0) -> None:
         """A statement's value; a list or tuple goes one item per line when it has a trailing
-        comma or comments inside, or (for the whole value) when it would pass column 100."""
+        comma or comments inside, or (for the whole value) when it would pass column 100.
+
+        A list or tuple nested in one laid out that way, which would pass column 100
+        (``tail``: the width of what must follow it on its line), is wrapped: its items
+        fill lines aligned just after its opening bracket, breaking where the source
+        breaks between two items and before an item that would pass column 100 (unless
+        that item is a list or tuple too long for a fresh line: it is wrapped in place).
+        """
         text = self.expr(e)
         if not isinstance(e, (ast.ListExpr, ast.TupleExpr)) or not e.items:
             self.add(text)
@@ -379,21 +403,52 @@ class _Formatter:
             self.add(text)
             return
         magic = self.src.vals[close_i - 1] == "," and (isinstance(e, ast.ListExpr) or len(e.items) > 1)
-        if not (magic or self.src.comments_in(self.src.pos[open_i], self.src.pos[close_i])
-                or top and self.width() + len(text) > WIDTH):
-            self.add(text)
+        too_wide = self.width() + len(text) + tail > WIDTH
+        if not (magic or self.src.comments_in(self.src.pos[open_i], self.src.pos[close_i])):
+            if not too_wide:
+                self.add(text)
+            elif top:
+                self.one_per_line(e, open_i, close_i)
+            else:
+                self.wrap(e, open_i, close_i, tail)
             return
+        self.one_per_line(e, open_i, close_i)
+
+    def item_start(self, item, open_i: int) -> tuple:
+        """Source position of an item's first token, grouping parentheses included."""
+        i = self.src.index(_start(item.span))
+        while i - 1 > open_i and self.src.vals[i - 1] == "(":
+            i -= 1
+        return self.src.pos[i]
+
+    def one_per_line(self, e, open_i: int, close_i: int) -> None:
         base = self.lines[-1].indent
         self.add(self.src.vals[open_i])
         for item in e.items:
-            i = self.src.index(_start(item.span))
-            while i - 1 > open_i and self.src.vals[i - 1] == "(":
-                i -= 1
-            self.newline(base + INDENT, self.src.pos[i], "item")
-            self.value(item, top=False)
+            self.newline(base + INDENT, self.item_start(item, open_i), "item")
+            self.value(item, top=False, tail=1)
             self.add(",")
         self.newline(base, self.src.pos[close_i], "close")
         self.add(self.src.vals[close_i])
+
+    def wrap(self, e, open_i: int, close_i: int, tail: int) -> None:
+        closer = ",)" if isinstance(e, ast.TupleExpr) and len(e.items) == 1 else self.src.vals[close_i]
+        self.add(self.src.vals[open_i])
+        col, prev_line = self.width(), None
+        for k, item in enumerate(e.items):
+            start = self.item_start(item, open_i)
+            item_tail = len(closer) + tail if k + 1 == len(e.items) else 1
+            if k:
+                self.add(",")
+                flat = len(self.expr(item)) + item_tail
+                if prev_line < start[0] or self.width() + 1 + flat > WIDTH and (
+                        col + flat <= WIDTH or not isinstance(item, (ast.ListExpr, ast.TupleExpr))):
+                    self.newline(col, start, "cont")
+                else:
+                    self.add(" ")
+            self.value(item, top=False, tail=item_tail)
+            prev_line = item.span.end_line
+        self.add(closer)
 
     # ---- chains and layers
     def layers(self, layers, cont: int, prev: Span, prev_block: bool, head: bool = False) -> None:
