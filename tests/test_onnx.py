@@ -35,45 +35,22 @@ import archdsl  # noqa: E402
 from archdsl import ArchError  # noqa: E402
 from archdsl.backends.onnx_export import DEFAULT_OPSET, _skeleton, onnx_bytes, save_onnx, to_onnx  # noqa: E402
 from archdsl.cli import main  # noqa: E402
-from archdsl.syntax import ast  # noqa: E402
-from archdsl.syntax.parser import parse  # noqa: E402
+from zoo import ZOO, load_small  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-ZOO = ROOT / "zoo_specs"
 SPECS = Path(__file__).resolve().parent / "specs"
 OPS = SPECS / "onnx_ops.arch"
 STN = SPECS / "stn_small.arch"
-SMALL = 64
 TOL = 1e-4
 CUDA = "CUDAExecutionProvider" in ort.get_available_providers() and torch.cuda.is_available()
 
 
 def models_of(path: Path) -> list:
     """The models a file defines that compile without arguments (aliases and all-default models)."""
-    module = parse(path.read_text(encoding="utf-8"), path.name)
-    out = []
-    for item in module.items:
-        if isinstance(item, ast.ModelAlias):
-            out.append(item.name)
-        elif isinstance(item, ast.Definition) and item.kind == "model" and all(p.default is not None
-                                                                               for p in item.params):
-            out.append(item.name)
-    return out
+    return [m.name for m in archdsl.list_models(path) if not m.required]
 
 
 ZOO_MODELS = [(p.name, m) for p in sorted(ZOO.glob("*.arch")) for m in models_of(p)]
 SPEC_MODELS = [(OPS, m) for m in models_of(OPS)] + [(STN, m) for m in models_of(STN)]
-
-
-def load_small(path: Path, model: str):
-    """The model at SMALL x SMALL when its default input is larger and it takes `size`."""
-    g = archdsl.load(path, model)
-    if g.data(g.inputs[0])["shape"][-1] > SMALL:
-        try:
-            g = archdsl.load(path, model, size=SMALL)
-        except ArchError:
-            pass                        # no `size` parameter (or fixed by an alias): keep the default
-    return g
 
 
 def randomise(g, seed: int = 0) -> None:
@@ -361,4 +338,4 @@ def test_emitting_onnx_does_not_import_torch():
     code = ("import sys, archdsl; g = archdsl.load(sys.argv[1], 'stn_small'); "
             "m = archdsl.to_onnx(g); assert len(m.graph.node) > 10; "
             "assert 'torch' not in sys.modules, 'torch was imported'")
-    subprocess.run([sys.executable, "-c", code, str(STN)], check=True, cwd=ROOT)
+    subprocess.run([sys.executable, "-c", code, str(STN)], check=True, cwd=ZOO.parent)

@@ -17,12 +17,14 @@ def zoo_models(compilable: bool = True) -> list[tuple[str, str]]:
             if not (compilable and m.required)]
 
 
-def load_small(file: str, model: str, size: int = SMALL):
-    """The model at ``size`` x ``size`` where it has a ``size`` parameter and a larger default input."""
-    g = archdsl.load(ZOO / file, model)
+def load_small(file, model: str, size: int = SMALL):
+    """The model at ``size`` x ``size`` where it has a ``size`` parameter and a larger default input.
+    ``file`` is a zoo file name or a path."""
+    path = file if isinstance(file, Path) else ZOO / file
+    g = archdsl.load(path, model)
     if g.data(g.inputs[0])["shape"][-1] > size:
         try:
-            g = archdsl.load(ZOO / file, model, size=size)
+            g = archdsl.load(path, model, size=size)
         except ArchError:
             pass            # no `size` parameter: keep the default input
     return g
