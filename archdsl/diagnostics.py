@@ -23,7 +23,12 @@ class Span:
     end_col: int
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.col}"
+        return self.file if self.line == 0 else f"{self.file}:{self.line}:{self.col}"
+
+    @classmethod
+    def of_file(cls, file) -> "Span":
+        """The span of a file-level problem: rendered ``FILE: error: ...``, without a caret."""
+        return cls(str(file), 0, 0, 0, 0)
 
     def to_json(self) -> list:
         return [self.file, self.line, self.col, self.end_line, self.end_col]
@@ -57,7 +62,7 @@ def _render_one(kind: str, message: str, span: Span | None, sources: Mapping[str
     if span is None:
         return f"{kind}: {message}"
     head = f"{span}: {kind}: {message}"
-    text = sources.get(span.file)
+    text = sources.get(span.file) if span.line else None
     if text is None:
         return head
     lines = text.split("\n")          # as the lexer counts lines (splitlines also breaks at \f, \x1c, ...)
@@ -105,6 +110,14 @@ class ArchError(Exception):
 
     def __str__(self) -> str:
         return self.diagnostic.render(self.sources)
+
+
+class IRError(ArchError):
+    """The IR breaks one of its invariants (docs/ir.md): a pass, a saved file or an API call is at fault.
+
+    It is an :class:`ArchError`, located at the span of the node concerned when
+    there is one, so the command line reports it like any other error.
+    """
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:

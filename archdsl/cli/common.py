@@ -29,3 +29,32 @@ def load_graph(args):
     """The graph IR of the spec named by the common arguments."""
     from ..api import load
     return load(Path(args.file), args.model, defines=defines(args.define), max_nodes=args.max_nodes)
+
+
+def add_pass_args(p: argparse.ArgumentParser, required: bool = False) -> None:
+    """``--passes`` and what the passes receive: ``--verify``, ``--tolerance``, ``--data``, ``--seed``..."""
+    p.add_argument("--passes", required=required,
+                   help='the pass pipeline, e.g. "fold-bn,dce" (archc passes lists the passes and options)')
+    p.add_argument("--verify", action="store_true",
+                   help="run the model before and after every pass through PyTorch and fail if a pass moves the "
+                        "outputs more than it expects to")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="override every pass's expected error for --verify (default: each pass's own; exact "
+                        "passes allow 1e-4 in max|after - before| / max|before|)")
+    p.add_argument("--print-ir-after", action="append", metavar="PASS",
+                   help="print the canonical IR to standard error after the named pass (repeatable)")
+    p.add_argument("--data", metavar="FILE.npz",
+                   help="samples for passes that learn from data (calibration, importances) and for --verify: "
+                        "an .npz with an array 'x' (inputs, batch first) and optionally 'y' (labels)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the passes' random choices (default 0)")
+    p.add_argument("--device", default="cpu", help="where passes that run the model run it (default cpu)")
+    p.add_argument("--progress", action="store_true", help="show progress bars for long passes")
+
+
+def run_passes(graph, args):
+    """The result of the pipeline ``args.passes`` on ``graph``, with the context the arguments describe."""
+    from ..passes.context import PassContext, load_data
+    from ..passes.pipeline import run_pipeline
+    ctx = PassContext(data=load_data(args.data) if args.data else None, device=args.device, seed=args.seed,
+                      progress=args.progress, verify=args.verify, tolerance=args.tolerance)
+    return run_pipeline(graph, args.passes, print_ir_after=args.print_ir_after or (), ctx=ctx)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..diagnostics import ArchError
-from .common import add_spec_args, load_graph
+from .common import add_pass_args, add_spec_args, load_graph, run_passes
 
 TARGETS = ("torch", "torch-src", "onnx")
 
@@ -19,9 +19,7 @@ def run(args) -> int:
         from ..backends.weights import load_weights
         load_weights(graph, Path(args.weights))
     if args.passes:
-        from ..passes.pipeline import run_pipeline
-        graph = run_pipeline(graph, args.passes, verify=args.verify,
-                             print_ir_after=args.print_ir_after or ()).graph
+        graph = run_passes(graph, args).graph
     out = Path(args.output)
     if args.target == "torch":
         from ..backends.torch_save import save_module
@@ -45,11 +43,7 @@ def register(sub) -> None:
                    help="torch: a saved nn.Module (.pt); torch-src: a standalone Python file; onnx: an ONNX model")
     p.add_argument("-o", "--output", required=True, help="the file to write")
     p.add_argument("--weights", help="a PyTorch state_dict (.pt) to load into the IR by name first")
-    p.add_argument("--passes", help='a pass pipeline, e.g. "fold-bn,dce" or "prune{ratio=0.5}"')
-    p.add_argument("--verify", action="store_true",
-                   help="run the model before and after the passes and fail if the outputs diverge")
-    p.add_argument("--print-ir-after", action="append", metavar="PASS",
-                   help="print the canonical IR after the named pass (repeatable)")
+    add_pass_args(p)
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: see docs/cli.md)")
     p.add_argument("--functions", action="store_true",
                    help="ONNX: emit each block definition as an ONNX local function")

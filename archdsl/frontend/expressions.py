@@ -85,9 +85,9 @@ class ExpressionMixin:
         if name in BUILTINS:
             return Builtin(name, BUILTINS[name])
         opdef = op_registry.get(name)
-        if opdef is not None and opdef.arity != 0:
+        if opdef is not None and opdef.in_specs:
             return LayerRef(name, opdef, None)
-        candidates = set(env.vars) | set(BUILTINS) | set(op_registry.OPS)
+        candidates = set(env.vars) | set(BUILTINS) | {n for n, op in op_registry.OPS.items() if op.in_specs}
         if env.module is not None:
             candidates |= env.module.visible_names()
         hint = did_you_mean(name, candidates) or "; no variable, parameter, block or built-in has this name."

@@ -117,7 +117,7 @@ class LayerMixin:
             raise ArchError(f"Unknown namespace '{head}'" + (did_you_mean(head, spaces) or
                             f"; import a file with `import \"file.arch\" as {head}`."), span)
         opdef = op_registry.get(head)
-        if not known and head not in BUILTINS and (opdef is None or opdef.arity == 0):
+        if not known and head not in BUILTINS and (opdef is None or not opdef.in_specs):
             raise ArchError(f"Unknown layer '{head}'" + (did_you_mean(head, self.layer_names(env)) or
                                                          "; no op, block or variable has this name."), span)
         value = self.lookup(head, env, span)
@@ -131,7 +131,7 @@ class LayerMixin:
     @staticmethod
     def layer_names(env) -> set:
         """Names that can follow '->' here: ops, visible blocks and models, variables holding layers."""
-        names = {n for n, op in op_registry.OPS.items() if op.arity != 0}
+        names = {n for n, op in op_registry.OPS.items() if op.in_specs}
         names |= {n for n, v in env.vars.items() if isinstance(v, LayerRef)}
         if env.module is not None:
             names |= {n for n in env.module.visible_names()

@@ -1,9 +1,13 @@
 """The op registry: every primitive the language and the IR know.
 
-An :class:`OpDef` states an op's spec-level arguments (``args``), how many
-tensors it takes, its shape rule, its parameters and its multiply-accumulate
-count. Shapes carry the symbolic batch ``"N"`` in front. Backends look ops up
-here by name; a new op is one ``register`` call plus a backend entry.
+An :class:`OpDef` states everything the compiler knows about an op: its
+spec-level arguments (``args``), how many tensors it takes, its shape rule
+(``infer``), its type rule (``types``: element type and quantisation of the
+result), its parameters, its multiply-accumulate count and its channel
+semantics (``channels``: how output channels relate to the inputs' channels and
+to the parameters, which :mod:`archdsl.ir.channels` turns into channel groups).
+Shapes carry the symbolic batch ``"N"`` in front. A new op is one ``register``
+call here plus one lowering per backend.
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .shape_rules import ShapeError, broadcast, expect_rank, fmt, norm_dim, numel, window_out
+from .types import DTYPES, FLOAT_DTYPES, QUANT_DTYPES, QuantParams, TensorType
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,41 @@ class ParamSpec:
 
 
 @dataclass(frozen=True)
+class Channels:
+    """How an op's output channels relate to its inputs' channels and its parameters.
+
+    ``kind`` is one of
+
+    * ``"same"``: output channel c is computed from input channel c alone (batch norm,
+      activations, pooling, dropout); ``params`` lists the per-channel parameters as
+      ``(local, axis)`` (batch norm's weight, bias and running statistics, axis 0);
+    * ``"produce"``: the output channels are new (conv out-channels, linear out-features);
+      ``params`` lists the parameter axes indexed by output channel, ``consumes`` the axes
+      indexed by input channel (``("weight", 1)``); a conv with ``groups > 1`` couples
+      channels group-wise (see :mod:`archdsl.ir.channels`);
+    * ``"elementwise"``: the inputs are combined element by element with broadcasting,
+      so their channels are coupled (add, mul, including a squeeze-and-excitation gate);
+    * ``"concat"``: channels are concatenated along ``attrs["dim"]`` with offsets
+      (:func:`concat_offsets`); ``"slice"``: a range of one dimension is kept;
+    * ``"reshape"``: elements keep their row-major order (flatten: each channel becomes a
+      block of features; a channel shuffle's reshape, transpose, reshape permutes);
+      ``"transpose"``: two dimensions swap;
+    * ``"mix"``: output element depends on the neighbours along ``attrs["dim"]``, or along
+      channels when the op has no ``dim`` (softmax, LRN): channels varying there cannot be
+      removed without changing the function;
+    * ``"sample"``: the first input's channels pass through (grid sampling); the other
+      inputs are consumed whole;
+    * ``"opaque"``: nothing is known; every input channel is fixed.
+    """
+    kind: str
+    params: tuple = ()       # (local, axis) indexed by output channel
+    consumes: tuple = ()     # (local, axis) indexed by input channel ("produce")
+
+
+SAME = Channels("same")
+
+
+@dataclass(frozen=True)
 class OpDef:
     name: str
     args: tuple = ()
@@ -44,6 +84,14 @@ class OpDef:
     macs: Callable | None = None     # (attrs, [shape], out_shape) -> int (per sample)
     doc: str = ""
     category: str = "layer"
+    types: Callable | None = None    # (attrs, [TensorType]) -> (dtype, QuantParams | None); None: float_op
+    channels: Channels = field(default_factory=lambda: Channels("opaque"))
+    internal: bool = False     # made by passes only: not callable from a spec
+
+    @property
+    def in_specs(self) -> bool:
+        """Whether a spec can call this op (``input`` and pass-made ops cannot)."""
+        return self.arity != 0 and not self.internal
 
 
 OPS: dict[str, OpDef] = {}
@@ -60,6 +108,104 @@ def get(name: str) -> OpDef | None:
 
 def infer(name: str, attrs: dict, shapes: list) -> tuple:
     return OPS[name].infer(attrs, shapes)
+
+
+def float_rule(op: str, a, types) -> tuple:
+    """The type rule of an op computing in floating point: inputs share one float dtype, the result has it."""
+    for i, t in enumerate(types, 1):
+        if t.dtype not in FLOAT_DTYPES:
+            what = f"input {i}" if len(types) > 1 else "its input"
+            fix = "dequantize it first" if t.quant is not None else "cast it to a float type first"
+            raise ShapeError(f"'{op}' computes in floating point, but {what} is {t.dtype}; {fix}.")
+    dtypes = sorted({t.dtype for t in types})
+    if len(dtypes) > 1:
+        raise ShapeError(f"'{op}' needs inputs of one dtype, but got {' and '.join(dtypes)}; cast them to one.")
+    return (types[0].dtype if types else "float32"), None
+
+
+def infer_type(name: str, attrs: dict, types: list) -> TensorType:
+    """The result type of ``name`` on inputs of ``types``: its shape rule and its type rule together."""
+    op = OPS[name]
+    shape = tuple(op.infer(attrs, [t.shape for t in types]))
+    dtype, quant = op.types(attrs, types) if op.types else float_rule(name, attrs, types)
+    return TensorType(shape, dtype, quant)
+
+
+def concat_offsets(attrs: dict, shapes: list) -> list[int]:
+    """Where each operand of a concat starts along the concatenated dimension."""
+    d = attrs["dim"] % len(shapes[0])
+    out, at = [], 0
+    for s in shapes:
+        out.append(at)
+        at += s[d]
+    return out
+
+
+ATTR_KINDS = ("int", "float", "bool", "str", "pair", "pair?", "ints", "floats", "init", "any", "int?")
+
+
+def attr_ok(kind: str, value) -> bool:
+    """Whether ``value`` is a normalised attribute of ``kind`` (see :class:`Arg`)."""
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if kind == "int":
+        return is_int
+    if kind == "int?":
+        return value is None or is_int
+    if kind == "float":
+        return isinstance(value, float)
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "str":
+        return isinstance(value, str)
+    if kind in ("pair", "pair?"):
+        if value is None:
+            return kind == "pair?"
+        return isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
+                                                                     for v in value)
+    if kind == "ints":
+        return isinstance(value, (tuple, list)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    if kind == "floats":
+        return isinstance(value, (tuple, list)) and all(isinstance(v, float) for v in value)
+    if kind == "init":
+        return isinstance(value, str) or (isinstance(value, (list, tuple))
+                                          and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                  for v in value))
+    if kind.startswith("choice:"):
+        return value in kind[len("choice:"):].split("|")
+    return True
+
+
+def complete_attrs(name: str, attrs: dict, span=None) -> dict:
+    """``attrs`` with the registry's defaults filled in; IRError for unknown, missing or ill-typed ones."""
+    from ..diagnostics import IRError
+    op = OPS.get(name)
+    if op is None:
+        raise IRError(f"There is no op '{name}' in the registry.", span)
+    known = {a.name: a for a in op.args}
+    unknown = sorted(set(attrs) - set(known))
+    if unknown:
+        raise IRError(f"'{name}' has no attribute '{unknown[0]}'; its attributes are "
+                      f"{', '.join(known) or 'none'}.", span)
+    out = {}
+    for arg in op.args:
+        if arg.name in attrs:
+            value = attrs[arg.name]
+        elif arg.required:
+            raise IRError(f"'{name}' needs the attribute '{arg.name}'.", span)
+        else:
+            value = arg.default
+        if arg.kind == "pair" and isinstance(value, int) and not isinstance(value, bool):
+            value = (value, value)
+        elif arg.kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        elif arg.kind in ("ints", "floats") and isinstance(value, list):
+            value = tuple(float(v) if arg.kind == "floats" else v for v in value)
+        if not attr_ok(arg.kind, value):
+            raise IRError(f"Attribute '{arg.name}' of '{name}' must be {arg.kind}, but got {value!r}.", span)
+        out[arg.name] = value
+    if name in ("maxpool", "avgpool") and out.get("stride") is None:
+        out["stride"] = out["kernel_size"]
+    return out
 
 
 def param_specs(name: str, attrs: dict, shapes: list) -> dict:
@@ -126,7 +272,8 @@ register(OpDef("conv", (
     Arg("padding", "pair", 0), Arg("dilation", "pair", 1), Arg("groups", "int", 1),
     Arg("bias", "bool", True), Arg("weight_init", "init", "default"), Arg("bias_init", "init", "default"),
 ), infer=_conv_infer, params=_conv_params, macs=_conv_macs,
-    doc="2-D convolution (torch.nn.Conv2d); in-channels come from the input."))
+    channels=Channels("produce", (("weight", 0), ("bias", 0)), (("weight", 1),)),
+        doc="2-D convolution (torch.nn.Conv2d); in-channels come from the input."))
 
 
 def _linear_infer(a, shapes):
@@ -151,7 +298,8 @@ register(OpDef("linear", (
     Arg("out_features", "int"), Arg("bias", "bool", True), Arg("weight_init", "init", "default"),
     Arg("bias_init", "init", "default"),
 ), infer=_linear_infer, params=_linear_params,
-    macs=lambda a, s, out: numel(out) * s[0][-1],
+    channels=Channels("produce", (("weight", 0), ("bias", 0)), (("weight", 1),)),
+        macs=lambda a, s, out: numel(out) * s[0][-1],
     doc="Fully connected layer over the last dimension (torch.nn.Linear)."))
 
 
@@ -175,6 +323,7 @@ def _bn_params(a, shapes):
 
 register(OpDef("bn", (Arg("eps", "float", 1e-5), Arg("momentum", "float", 0.1), Arg("affine", "bool", True)),
                infer=_bn_infer, params=_bn_params,
+               channels=Channels("same", (("weight", 0), ("bias", 0), ("running_mean", 0), ("running_var", 0))),
                doc="Batch normalisation over channels (BatchNorm1d/2d by input rank)."))
 
 
@@ -188,11 +337,11 @@ for _name, _doc in [("relu", "max(x, 0)"), ("relu6", "min(max(x, 0), 6)"), ("sig
                     ("tanh", "tanh(x)"), ("gelu", "Gaussian error linear unit"),
                     ("silu", "x * sigmoid(x) (swish)"), ("hardswish", "x * relu6(x + 3) / 6"),
                     ("hardsigmoid", "relu6(x + 3) / 6"), ("identity", "x, unchanged")]:
-    register(OpDef(_name, (), infer=_same, doc=_doc, category="activation"))
+    register(OpDef(_name, (), infer=_same, doc=_doc, category="activation", channels=SAME))
 register(OpDef("leaky_relu", (Arg("negative_slope", "float", 0.01),), infer=_same,
-               doc="x if x > 0 else negative_slope * x", category="activation"))
+               doc="x if x > 0 else negative_slope * x", category="activation", channels=SAME))
 register(OpDef("elu", (Arg("alpha", "float", 1.0),), infer=_same,
-               doc="x if x > 0 else alpha * (exp(x) - 1)", category="activation"))
+               doc="x if x > 0 else alpha * (exp(x) - 1)", category="activation", channels=SAME))
 
 
 def _dim_checked(op):
@@ -205,9 +354,10 @@ def _dim_checked(op):
 
 
 register(OpDef("softmax", (Arg("dim", "int", 1),), infer=_dim_checked("softmax"), category="activation",
+               channels=Channels("mix"),
                doc="Softmax along a dimension (default: channels)."))
 register(OpDef("log_softmax", (Arg("dim", "int", 1),), infer=_dim_checked("log_softmax"),
-               category="activation", doc="Log-softmax along a dimension."))
+               category="activation", channels=Channels("mix"), doc="Log-softmax along a dimension."))
 
 
 def _dropout_infer(a, shapes):
@@ -216,9 +366,10 @@ def _dropout_infer(a, shapes):
     return shapes[0]
 
 
-register(OpDef("dropout", (Arg("p", "float", 0.5),), infer=_dropout_infer, category="regularisation",
+register(OpDef("dropout", (Arg("p", "float", 0.5),), infer=_dropout_infer, category="regularisation", channels=SAME,
                doc="Zeroes elements with probability p in training; identity in inference."))
 register(OpDef("dropout2d", (Arg("p", "float", 0.5),), infer=_dropout_infer, category="regularisation",
+               channels=SAME,
                doc="Zeroes whole channels with probability p in training; identity in inference."))
 
 
@@ -231,7 +382,8 @@ def _lrn_infer(a, shapes):
 
 register(OpDef("lrn", (Arg("size", "int"), Arg("alpha", "float", 1e-4), Arg("beta", "float", 0.75),
                        Arg("k", "float", 1.0)),
-               infer=_lrn_infer, doc="Local response normalisation across channels (AlexNet)."))
+               infer=_lrn_infer, channels=Channels("mix"),
+               doc="Local response normalisation across channels (AlexNet)."))
 
 
 # ---- pooling ----------------------------------------------------------------------
@@ -252,11 +404,11 @@ def _pool_infer(op):
 
 register(OpDef("maxpool", (Arg("kernel_size", "pair"), Arg("stride", "pair?", None), Arg("padding", "pair", 0),
                            Arg("dilation", "pair", 1), Arg("ceil_mode", "bool", False)),
-               infer=_pool_infer("maxpool"), category="pooling",
+               infer=_pool_infer("maxpool"), category="pooling", channels=SAME,
                doc="Max pooling; stride defaults to the kernel size."))
 register(OpDef("avgpool", (Arg("kernel_size", "pair"), Arg("stride", "pair?", None), Arg("padding", "pair", 0),
                            Arg("ceil_mode", "bool", False), Arg("count_include_pad", "bool", True)),
-               infer=_pool_infer("avgpool"), category="pooling",
+               infer=_pool_infer("avgpool"), category="pooling", channels=SAME,
                doc="Average pooling; stride defaults to the kernel size."))
 
 
@@ -271,9 +423,9 @@ def _adaptive_infer(op):
 
 
 register(OpDef("adaptive_avgpool", (Arg("output_size", "pair", 1),), infer=_adaptive_infer("adaptive_avgpool"),
-               category="pooling", doc="Average pooling to a fixed output size (1 = global)."))
+               category="pooling", channels=SAME, doc="Average pooling to a fixed output size (1 = global)."))
 register(OpDef("adaptive_maxpool", (Arg("output_size", "pair", 1),), infer=_adaptive_infer("adaptive_maxpool"),
-               category="pooling", doc="Max pooling to a fixed output size (1 = global)."))
+               category="pooling", channels=SAME, doc="Max pooling to a fixed output size (1 = global)."))
 
 
 # ---- shape manipulation ------------------------------------------------------------
@@ -289,7 +441,7 @@ def _flatten_infer(a, shapes):
 
 
 register(OpDef("flatten", (Arg("start_dim", "int", 1), Arg("end_dim", "int", -1)), infer=_flatten_infer,
-               category="shape", doc="Merges dimensions start_dim..end_dim into one."))
+               category="shape", channels=Channels("reshape"), doc="Merges dimensions start_dim..end_dim into one."))
 
 
 def _reshape_infer(a, shapes):
@@ -312,6 +464,7 @@ def _reshape_infer(a, shapes):
 
 
 register(OpDef("reshape", (Arg("shape", "ints"),), infer=_reshape_infer, category="shape",
+               channels=Channels("reshape"),
                doc="Reshapes each sample; the shape excludes the batch dimension."))
 
 
@@ -326,6 +479,7 @@ def _transpose_infer(a, shapes):
 
 
 register(OpDef("transpose", (Arg("dim0", "int"), Arg("dim1", "int")), infer=_transpose_infer, category="shape",
+               channels=Channels("transpose"),
                doc="Swaps two dimensions (dims count the batch as 0, as in torch)."))
 
 
@@ -344,7 +498,7 @@ def _slice_infer(a, shapes):
 
 
 register(OpDef("slice", (Arg("start", "int"), Arg("end", "int"), Arg("dim", "int", 1)), infer=_slice_infer,
-               category="shape", doc="Keeps indices start..end-1 of one dimension (channel split)."))
+               category="shape", channels=Channels("slice"), doc="Keeps indices start..end-1 of one dimension (channel split)."))
 
 
 # ---- merging -----------------------------------------------------------------------------
@@ -366,6 +520,7 @@ def _concat_infer(a, shapes):
 
 
 register(OpDef("concat", (Arg("dim", "int", 1),), arity=None, infer=_concat_infer, category="merge",
+               channels=Channels("concat"),
                doc="Concatenates its inputs along a dimension (channels by default)."))
 
 
@@ -380,9 +535,10 @@ def _add_infer(a, shapes):
     return shapes[0]
 
 
-register(OpDef("add", (), arity=None, infer=_add_infer, category="merge",
+register(OpDef("add", (), arity=None, infer=_add_infer, category="merge", channels=Channels("elementwise"),
                doc="Element-wise sum of inputs of equal shape (residual connections)."))
 register(OpDef("mul", (), arity=None, infer=lambda a, s: broadcast("mul", s), category="merge",
+               channels=Channels("elementwise"),
                doc="Element-wise product with broadcasting (squeeze-and-excitation gating)."))
 
 
@@ -417,9 +573,49 @@ def _grid_sample_infer(a, shapes):
 register(OpDef("grid_sample", (Arg("mode", "choice:bilinear|nearest", "bilinear"),
                                Arg("padding_mode", "choice:zeros|border|reflection", "zeros"),
                                Arg("align_corners", "bool", False)),
-               arity=2, infer=_grid_sample_infer, category="spatial",
+               arity=2, infer=_grid_sample_infer, category="spatial", channels=Channels("sample"),
                doc="Samples the image at the grid's points (bilinear by default)."))
 
 # `input` nodes are made by the `input` statement, never called from a chain.
 register(OpDef("input", (Arg("name", "str"),), arity=0, infer=lambda a, s: tuple(a["shape"]),
-               category="io", doc="A model input."))
+               category="io", doc="A model input.", channels=Channels("input")))
+
+
+# ---- types: quantisation and casts (made by passes, not written in specs) ----------------------
+
+def _quantize_types(a, types):
+    (x,) = types
+    if x.dtype not in FLOAT_DTYPES:
+        raise ShapeError(f"'quantize' maps floating-point values to integers, but its input is {x.dtype}.")
+    quant = QuantParams(a["scale"], a["zero_point"], a["axis"])
+    problem = quant.problem(a["dtype"], x.shape)
+    if problem:
+        raise ShapeError(f"'quantize' to {a['dtype']} has unusable parameters: {problem}.")
+    return a["dtype"], quant
+
+
+def _dequantize_types(a, types):
+    (x,) = types
+    if x.quant is None:
+        raise ShapeError(f"'dequantize' needs a quantised input, but its input is a plain {x.dtype} tensor.")
+    return "float32", None
+
+
+def _cast_types(a, types):
+    (x,) = types
+    if x.quant is not None:
+        raise ShapeError(f"'cast' of a quantised {x.dtype} tensor would drop its scale and zero point; "
+                         "dequantize it instead.")
+    return a["dtype"], None
+
+
+_QDTYPES = "choice:" + "|".join(d for d in DTYPES if d in QUANT_DTYPES)
+register(OpDef("quantize", (Arg("dtype", _QDTYPES, "int8"), Arg("scale", "floats"), Arg("zero_point", "ints"),
+                            Arg("axis", "int?", None)),
+               infer=_same, types=_quantize_types, category="quantisation", internal=True,
+               doc="q = saturate(round(x / scale) + zero_point) (ONNX QuantizeLinear), per tensor or per channel."))
+register(OpDef("dequantize", (), infer=_same, types=_dequantize_types, category="quantisation", internal=True,
+               doc="x = scale * (q - zero_point), with the input's quantisation (ONNX DequantizeLinear)."))
+register(OpDef("cast", (Arg("dtype", "choice:" + "|".join(DTYPES)),), infer=_same, types=_cast_types,
+               channels=SAME, category="quantisation", internal=True,
+               doc="Converts the elements to another dtype (ONNX Cast)."))

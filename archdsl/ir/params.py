@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .types import QuantParams, numpy_dtype
+
 INITS = ("default", "zeros", "ones", "kaiming_normal", "kaiming_uniform", "xavier_uniform",
          "xavier_normal")
 
@@ -28,6 +30,7 @@ class Param:
     trainable: bool = True       # False for buffers (running statistics)
     dtype: str = "float32"
     seed: int = 0
+    quant: QuantParams | None = None     # for int8/uint8/int32 values: their affine map
     _value: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -42,7 +45,7 @@ class Param:
 
     @value.setter
     def value(self, array) -> None:
-        array = np.asarray(array, dtype=self.dtype)
+        array = np.asarray(array, dtype=numpy_dtype(self.dtype))
         if tuple(array.shape) != tuple(self.shape):
             raise ValueError(f"{self.name}: shape {array.shape} does not match {self.shape}")
         self._value = array
@@ -52,10 +55,20 @@ class Param:
         return self._value is not None
 
     def copy(self) -> "Param":
+        """A copy sharing the values copy-on-write: the array becomes read-only, and either side
+        that wants other values assigns a new array (``p.value = ...``), leaving the other alone."""
         p = Param(self.name, self.shape, self.init, self.fan_in, self.fan_out, self.trainable,
-                  self.dtype, self.seed)
+                  self.dtype, self.seed, self.quant)
         if self._value is not None:
-            p._value = self._value.copy()
+            self._value.flags.writeable = False
+            p._value = self._value
+        return p
+
+    def resized(self, array: np.ndarray) -> "Param":
+        """A new Param of the same name and kind holding ``array`` (whatever its shape)."""
+        p = Param(self.name, tuple(array.shape), self.init, self.fan_in, self.fan_out, self.trainable,
+                  self.dtype, self.seed, self.quant)
+        p._value = np.ascontiguousarray(array, dtype=numpy_dtype(self.dtype))
         return p
 
     def _rng(self) -> np.random.Generator:

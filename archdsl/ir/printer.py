@@ -3,6 +3,9 @@
 One line per node in topological order::
 
     %4 = conv[kernel_size=(3, 3), out_channels=64, ...](%3) : (N, 64, 56, 56)  @layer1.0.conv1  # resnet.arch:9:16
+
+The type after ``:`` is the shape, then the dtype unless it is float32, then
+the quantisation if any: ``(N, 64, 56, 56) uint8 q[scale=0.02, zero_point=128]``.
 """
 from __future__ import annotations
 
@@ -23,15 +26,14 @@ def _value(v) -> str:
 
 def print_graph(graph: Graph, locations: bool = True) -> str:
     ids = {nid: i for i, nid in enumerate(graph.node_ids())}
-    shape = lambda s: "(" + ", ".join(map(str, s)) + ")"
-    ins = ", ".join(f"%{ids[i]}: {shape(graph.data(i)['shape'])}" for i in graph.inputs)
+    ins = ", ".join(f"%{ids[i]}: {graph.type_of(i)}" for i in graph.inputs)
     lines = [f"graph {graph.name}({ins}) {{"]
     for n in graph.nodes():
         if n.op == "input":
             continue
         attrs = ", ".join(f"{k}={_value(v)}" for k, v in sorted(n.attrs.items()))
         args = ", ".join(f"%{ids[i]}" for i in n.inputs)
-        line = f"  %{ids[n.id]} = {n.op}" + (f"[{attrs}]" if attrs else "") + f"({args}) : {shape(n.shape)}"
+        line = f"  %{ids[n.id]} = {n.op}" + (f"[{attrs}]" if attrs else "") + f"({args}) : {n.type}"
         line += f"  @{n.scope}"
         if locations and n.span is not None:
             line += f"  # {n.span}"

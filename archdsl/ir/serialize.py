@@ -9,8 +9,10 @@ import numpy as np
 from ..diagnostics import Span
 from .graph import Graph, ScopeInfo
 from .params import Param
+from .types import QuantParams, numpy_dtype
 
-FORMAT = "archdsl-ir/1"
+FORMAT = "archdsl-ir/2"
+READABLE = ("archdsl-ir/1", FORMAT)     # version 1 had no dtypes: every tensor was float32
 
 
 def _jsonable(v):
@@ -38,10 +40,13 @@ def to_dict(graph: Graph) -> dict:
     for nid in sorted(graph.nx.nodes):
         d = graph.data(nid)
         nodes.append({"id": nid, "op": d["op"], "attrs": _jsonable(d["attrs"]), "inputs": list(d["inputs"]),
-                      "shape": list(d["shape"]), "span": d["span"].to_json() if d["span"] else None,
+                      "shape": list(d["shape"]), "dtype": d["dtype"],
+                      "quant": d["quant"].to_json() if d["quant"] is not None else None,
+                      "span": d["span"].to_json() if d["span"] else None,
                       "scope": d["scope"], "params": d["params"], "meta": _jsonable(d["meta"])})
     params = [{"name": p.name, "shape": list(p.shape), "init": p.init, "fan_in": p.fan_in, "fan_out": p.fan_out,
-               "trainable": p.trainable, "dtype": p.dtype, "seed": p.seed} for p in graph.params.values()]
+               "trainable": p.trainable, "dtype": p.dtype, "seed": p.seed,
+               "quant": p.quant.to_json() if p.quant is not None else None} for p in graph.params.values()]
     scopes = {k: {"kind": s.kind, "name": s.name, "span": s.span.to_json() if s.span else None,
                   "args": _jsonable(s.args)} for k, s in graph.scopes.items()}
     return {"format": FORMAT, "name": graph.name, "inputs": graph.inputs, "outputs": graph.outputs,
@@ -49,18 +54,19 @@ def to_dict(graph: Graph) -> dict:
 
 
 def from_dict(data: dict, arrays=None) -> Graph:
-    if data.get("format") != FORMAT:
+    if data.get("format") not in READABLE:
         raise ValueError(f"not an {FORMAT} file")
     g = Graph(data["name"])
     for p in data["params"]:
         param = Param(p["name"], tuple(p["shape"]), p["init"], p["fan_in"], p["fan_out"], p["trainable"],
-                      p["dtype"], p["seed"])
+                      p["dtype"], p["seed"], QuantParams.from_json(p.get("quant")))
         if arrays is not None and p["name"] in arrays:
-            param._value = np.array(arrays[p["name"]], dtype=p["dtype"])
+            param._value = _from_npz(arrays[p["name"]], p["dtype"])
         g.params[param.name] = param
     for n in data["nodes"]:
         g._g.add_node(n["id"], op=n["op"], attrs=_restore(n["attrs"]), inputs=tuple(n["inputs"]),
-                      shape=tuple(n["shape"]), span=Span.from_json(n["span"]), scope=n["scope"],
+                      shape=tuple(n["shape"]), dtype=n.get("dtype", "float32"),
+                      quant=QuantParams.from_json(n.get("quant")), span=Span.from_json(n["span"]), scope=n["scope"],
                       params=dict(n["params"]), meta=_restore(n["meta"]))
     for n in data["nodes"]:
         for src in n["inputs"]:
@@ -77,7 +83,19 @@ def save(graph: Graph, path) -> None:
     """Write ``path`` (JSON) and ``path`` with suffix ``.npz`` (every parameter's values)."""
     path = Path(path)
     path.write_text(json.dumps(to_dict(graph), indent=1, sort_keys=True))
-    np.savez(path.with_suffix(".npz"), **{name: p.value for name, p in graph.params.items()})
+    np.savez(path.with_suffix(".npz"), **{name: _to_npz(p) for name, p in graph.params.items()})
+
+
+def _to_npz(p: Param) -> np.ndarray:
+    """NumPy's own formats have no bfloat16: its bits are stored as uint16."""
+    return p.value.view(np.uint16) if p.dtype == "bfloat16" else p.value
+
+
+def _from_npz(array, dtype: str) -> np.ndarray:
+    array = np.asarray(array)
+    if dtype == "bfloat16":
+        return array.view(numpy_dtype(dtype)).copy()
+    return np.array(array, dtype=numpy_dtype(dtype))
 
 
 def load(path) -> Graph:

@@ -1,12 +1,20 @@
 """The pass machinery: :class:`Pass`, its :class:`PassResult` and :class:`PassReport`, and the registry.
 
 A pass is a dataclass whose fields are its options, with a registered ``name``
-(``fold-bn``) and a one-line docstring. It implements ``rewrite(graph, report)``,
+(``fold-bn``) and a one-line docstring. It implements ``rewrite(graph, report, ctx)``,
 which edits ``graph`` through the :class:`~archdsl.ir.graph.Graph` methods only and
-returns whether it changed anything. :meth:`Pass.run` gives ``rewrite`` a copy, so
-the caller's graph is never touched, and measures both graphs itself: nodes
-removed and added are the difference of the node sets, parameters and MACs come
-from :func:`archdsl.ir.stats.totals`, so a pass cannot misreport them.
+returns whether it changed anything; ``ctx`` is the :class:`~archdsl.passes.context.PassContext`
+(data, device, seed, progress). :meth:`Pass.run` gives ``rewrite`` a copy (parameter
+arrays are shared copy-on-write, so a pass that changes nothing copies none), so the
+caller's graph is never touched, and measures both graphs itself: nodes removed and
+added are the difference of the node sets, parameters and MACs come from
+:func:`archdsl.ir.stats.totals`, so a pass cannot misreport them. Per-layer details
+go into ``report.layer(...)`` (structured, printed and in ``--json``).
+
+A lossy pass says how far it expects to move the outputs: ``expected_error()``
+(the default 0 means exact up to float rounding) in the metric ``verify_metric``
+(``"relative"``: max|after - before| / max|before|, or ``"cosine"``: 1 - cosine
+similarity). ``--verify`` holds each pass to it, comparing with the pass's own input.
 """
 from __future__ import annotations
 
@@ -19,10 +27,12 @@ from typing import ClassVar
 from ..diagnostics import Span
 from ..ir.graph import Graph
 from ..ir.stats import totals
+from .context import PassContext
 
 PASSES: dict[str, type["Pass"]] = {}
 
-OPTION_TYPES = (bool, int, float, str)
+OPTION_TYPES = (bool, int, float, str, int | None, float | None, str | None)
+METRICS = ("relative", "cosine")
 
 
 def register(cls: type["Pass"]) -> type["Pass"]:
@@ -35,7 +45,10 @@ def register(cls: type["Pass"]) -> type["Pass"]:
         raise TypeError(f"{cls.__name__} needs a docstring (its first line is the pass's summary)")
     for f in dataclasses.fields(cls):
         if option_type(cls, f.name) not in OPTION_TYPES:
-            raise TypeError(f"option {f.name} of {cls.__name__} must be one of bool, int, float, str")
+            raise TypeError(f"option {f.name} of {cls.__name__} must be one of bool, int, float, str (or None "
+                            "with int, float or str)")
+    if cls.verify_metric not in METRICS:
+        raise TypeError(f"{cls.__name__}.verify_metric must be one of {', '.join(METRICS)}")
     if cls.name in PASSES and PASSES[cls.name] is not cls:
         raise ValueError(f"a pass named {cls.name!r} is already registered ({PASSES[cls.name].__name__})")
     PASSES[cls.name] = cls
@@ -87,6 +100,7 @@ class PassReport:
     rewired: list[str] = field(default_factory=list)     # labels of kept nodes whose operands alone changed
     actions: list[str] = field(default_factory=list)
     refused: list[Refusal] = field(default_factory=list)
+    layers: list[dict] = field(default_factory=list)     # structured per-layer details, one dict per layer
     _touched: set = field(default_factory=set, repr=False, compare=False)
 
     @property
@@ -104,6 +118,10 @@ class PassReport:
         """Record that a kept node was changed in a way the graph diff cannot see (its weights' values)."""
         self._touched.add(nid)
 
+    def layer(self, name: str, **details) -> None:
+        """Record what the pass did to one layer (``name``: its scope): plain JSON values only."""
+        self.layers.append({"layer": name, **details})
+
     def refuse(self, graph: Graph, nid: int, reason: str) -> None:
         d = graph.data(nid)
         self.refused.append(Refusal(node_label(graph, nid), d["op"], reason, d["span"]))
@@ -115,7 +133,11 @@ class PassReport:
                 f"({self.nodes_removed} removed, {self.nodes_added} added, {len(self.rewritten)} rewritten); "
                 f"params {self.params_before:,} -> {self.params_after:,}; "
                 f"MACs {self.macs_before:,} -> {self.macs_after:,}")
-        return "\n".join([head] + [f"  refused {r}" for r in self.refused])
+        lines = [head]
+        for row in self.layers:
+            rest = ", ".join(f"{k}={_text(v)}" for k, v in row.items() if k != "layer")
+            lines.append(f"  @{row['layer']}: {rest}")
+        return "\n".join(lines + [f"  refused {r}" for r in self.refused])
 
     def to_json(self) -> dict:
         return {"pass": self.pass_name, "modified": self.modified,
@@ -123,14 +145,22 @@ class PassReport:
                 "params_before": self.params_before, "params_after": self.params_after,
                 "macs_before": self.macs_before, "macs_after": self.macs_after,
                 "removed": list(self.removed), "added": list(self.added), "rewritten": list(self.rewritten),
-                "rewired": list(self.rewired), "actions": list(self.actions),
+                "rewired": list(self.rewired), "actions": list(self.actions), "layers": list(self.layers),
                 "refused": [{"node": r.node, "op": r.op, "reason": r.reason,
                              "location": str(r.span) if r.span else None} for r in self.refused]}
 
 
+def _text(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (list, tuple)) and len(v) > 8:
+        return "[" + ", ".join(_text(x) for x in v[:8]) + f", ... {len(v)} in all]"
+    return str(v)
+
+
 @dataclass
 class PassResult:
-    graph: Graph
+    graph: Graph | None        # None for the intermediate results a pipeline did not keep
     modified: bool
     report: PassReport
 
@@ -143,17 +173,22 @@ class Pass:
     """Base class of all passes; subclasses are ``@register``-ed dataclasses (fields are options)."""
 
     name: ClassVar[str] = ""
+    verify_metric: ClassVar[str] = "relative"
 
-    def rewrite(self, graph: Graph, report: PassReport) -> bool:
+    def rewrite(self, graph: Graph, report: PassReport, ctx: PassContext) -> bool:
         """Edit ``graph`` (a private copy) in place; return whether anything changed."""
         raise NotImplementedError
 
-    def run(self, graph: Graph) -> PassResult:
+    def expected_error(self) -> float:
+        """How far this pass may move the outputs in ``verify_metric`` (0: exact up to rounding)."""
+        return 0.0
+
+    def run(self, graph: Graph, ctx: PassContext | None = None) -> PassResult:
         """Run on a copy of ``graph``; the report's counts are measured, not taken from the pass."""
         g = graph.copy()
         report = PassReport(self.name)
         before = totals(graph)
-        modified = bool(self.rewrite(g, report))
+        modified = bool(self.rewrite(g, report, ctx if ctx is not None else PassContext()))
         after = totals(g)
         report.nodes_before, report.nodes_after = before["nodes"], after["nodes"]
         report.params_before, report.params_after = before["params"], after["params"]
@@ -208,11 +243,11 @@ def format_value(value) -> str:
 def replace_node(graph: Graph, old: int, op: str | None = None, inputs=None, **fields) -> int:
     """Add a node standing in for ``old``, move every use of ``old`` to it and remove ``old``.
 
-    Unspecified fields (op, inputs, attrs, shape, span, scope, params, meta) are
+    Unspecified fields (op, inputs, attrs, type fields, span, scope, params, meta) are
     taken from ``old``, so the new node keeps the source location of the node it
     replaces. Returns the new node's id.
     """
-    names = ("attrs", "shape", "span", "scope", "params", "meta")
+    names = ("attrs", "shape", "dtype", "quant", "span", "scope", "params", "meta")
     unknown = set(fields) - set(names)
     if unknown:
         raise TypeError(f"replace_node got unknown fields {sorted(unknown)}")

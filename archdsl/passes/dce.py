@@ -15,6 +15,7 @@ import networkx as nx
 
 from ..ir.graph import Graph
 from .base import Pass, PassReport, register
+from .context import PassContext
 
 
 def live_nodes(graph: Graph) -> set[int]:
@@ -32,7 +33,7 @@ class DeadCodeElimination(Pass):
 
     name = "dce"
 
-    def rewrite(self, graph: Graph, report: PassReport) -> bool:
+    def rewrite(self, graph: Graph, report: PassReport, ctx: PassContext) -> bool:
         live = live_nodes(graph) | set(graph.inputs)
         dead = [nid for nid in reversed(graph.node_ids()) if nid not in live]
         for nid in dead:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from ..ir.graph import Graph
 from .base import Pass, PassReport, node_label, register
+from .context import PassContext
 
 DROPOUTS = ("dropout", "dropout2d")
 
@@ -34,7 +35,7 @@ class DropInferenceNoops(Pass):
             return True
         return op in DROPOUTS and (not self.training or attrs["p"] == 0.0)
 
-    def rewrite(self, graph: Graph, report: PassReport) -> bool:
+    def rewrite(self, graph: Graph, report: PassReport, ctx: PassContext) -> bool:
         modified = False
         for n in list(graph.nodes()):
             if not self.is_noop(n.op, n.attrs):

@@ -17,9 +17,9 @@ and stored in the parameters' dtype.
 with ``b = 0`` for a layer without bias (it gains one). The scale acts per output
 channel, so this is exact for every stride, padding, dilation and group count.
 It needs the BN to be the only user of the layer's output (otherwise the
-unnormalised output is still needed), the layer's output not to be a model
-output, and unshared layer parameters. A linear qualifies when its output is
-2-D ``(N, F)``, where the BN's channels are the linear's output features.
+unnormalised output is still needed) and the layer's output not to be a model
+output. A linear qualifies when its output is 2-D ``(N, F)``, where the BN's
+channels are the linear's output features.
 
 **Forward** (bn -> conv, bn -> linear, also through channel concatenation).
 If channel ``c`` of the BN output reaches input channel ``c`` of a conv whose
@@ -43,8 +43,8 @@ concat, on that channel slice. Every user must qualify, since the BN is removed.
 **Refused** (reported with the reason): a BN whose output passes through a
 nonlinearity, pooling, an add or any other op before a conv (pre-activation BN
 such as DenseNet's BN-ReLU-conv; BN into a residual add that is not fed by a
-conv), a BN that is a model output, padded convs with a non-zero shift, shared
-parameters, a linear -> BN over a non-feature dimension.
+conv), a BN that is a model output, padded convs with a non-zero shift, a
+linear -> BN over a non-feature dimension.
 """
 from __future__ import annotations
 
@@ -56,6 +56,7 @@ from ..ir import ops
 from ..ir.graph import Graph, Node
 from ..ir.params import Param
 from .base import Pass, PassReport, node_label, register
+from .context import PassContext
 
 LAYERS = ("conv", "linear")
 
@@ -80,7 +81,7 @@ class FoldBatchNorm(Pass):
 
     name = "fold-bn"
 
-    def rewrite(self, graph: Graph, report: PassReport) -> bool:
+    def rewrite(self, graph: Graph, report: PassReport, ctx: PassContext) -> bool:
         return _Folder(graph, report).run()
 
 
@@ -89,10 +90,6 @@ class _Folder:
 
     def __init__(self, graph: Graph, report: PassReport):
         self.graph, self.report = graph, report
-        self.param_users: dict[str, int] = {}
-        for n in graph.nodes():
-            for pname in n.params.values():
-                self.param_users[pname] = self.param_users.get(pname, 0) + 1
 
     def at(self, node: Node) -> str:
         return "@" + node_label(self.graph, node.id)
@@ -117,9 +114,6 @@ class _Folder:
 
     # ---- checks: why a fold is refused (None when it is possible)
     def _layer_refusal(self, layer: Node) -> str | None:
-        shared = [p for p in layer.params.values() if self.param_users.get(p, 0) > 1]
-        if shared:
-            return f"{layer.op} {self.at(layer)} shares its parameter {shared[0]} with another node"
         if "bias" not in layer.params and f"{layer.scope}.bias" in self.graph.params:
             return f"{layer.op} {self.at(layer)} has no bias, and the name {layer.scope}.bias is taken"
         return None
@@ -159,10 +153,10 @@ class _Folder:
                         return None, (f"linear {self.at(u)} mixes the last dimension of a {len(bn.shape)}-D "
                                       "input, while the BN scales dimension 1")
                     targets.append((uid, off))
-                elif u.op == "concat" and u.attrs["dim"] % len(u.shape) == 1:
+                elif ops.get(u.op).channels.kind == "concat" and u.attrs["dim"] % len(u.shape) == 1:
+                    starts = ops.concat_offsets(u.attrs, [g.data(i)["shape"] for i in u.inputs])
                     for k in positions:
-                        before = sum(g.data(i)["shape"][1] for i in u.inputs[:k])
-                        stack.append((uid, off + before))
+                        stack.append((uid, off + starts[k]))
                 else:
                     cat = ops.get(u.op).category if ops.get(u.op) else ""
                     if cat == "activation":
@@ -197,7 +191,6 @@ class _Folder:
                        wp.dtype, wp.seed)
             bp.value = bias.astype(wp.dtype)
             g.add_param(bp)
-            self.param_users[bp.name] = 1
             g.update(layer.id, attrs={**layer.attrs, "bias": True}, params={**layer.params, "bias": bp.name})
         self.report.touched(layer.id)
 

@@ -6,22 +6,29 @@ Syntax::
     item     := NAME ["{" [option ("," option)*] "}"]
     option   := NAME "=" value          value: true | false | number | word | "quoted text"
 
-Option values are typed by the pass's dataclass fields (bool, int, float, str).
-Option names may use ``-`` for ``_``. Unknown passes and options are errors
-listing the valid ones.
+Option values are typed by the pass's dataclass fields (bool, int, float, str,
+or one of those or ``none``). Option names may use ``-`` for ``_``. Unknown
+passes and options are errors listing the valid ones.
 
-After every pass the IR is checked with :func:`archdsl.ir.verify.verify`
-(structure, operand order, parameter shapes, shape inference). With
-``verify=True`` the model also runs on a fixed random input (batch 2, seed 0)
-through the PyTorch backend in eval mode, before the pipeline and after every
-pass that changed the graph; a pass whose outputs differ from the original's by
-more than ``tolerance`` in the normwise relative sense,
-``max|after - before| / max|before|`` (per output), is named in the error.
+After every pass the IR is checked with :func:`archdsl.ir.verify.verify` (every
+invariant of docs/ir.md). With ``verify=True`` the model also runs through the
+PyTorch backend in eval mode on a fixed input (the first samples of the
+context's data, else random with seed 0, batch 2), and every pass that changed
+the graph is compared with **its own input**: its outputs may differ by at most
+the pass's ``expected_error()`` (or ``DEFAULT_TOLERANCE`` for an exact pass, or
+the context's ``tolerance`` when given) in the pass's metric, the normwise
+relative ``max|after - before| / max|before|`` or ``1 - cosine``, per output.
+
+Only the final graph is kept (``keep_graphs=True`` keeps every pass's result),
+so a long pipeline holds at most two graphs at a time.
 """
 from __future__ import annotations
 
 import re
 import sys
+import typing
+
+import numpy as np
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Callable, Iterable
 
@@ -30,6 +37,7 @@ from ..ir.graph import Graph
 from ..ir.printer import print_graph
 from ..ir.verify import verify as verify_ir
 from .base import Pass, PassReport, PassResult, option_type, registry
+from .context import PassContext
 
 DEFAULT_TOLERANCE = 1e-4
 SOURCE = "<passes>"
@@ -133,6 +141,11 @@ class _Parser:
     def convert(self, cls, key: str, value: str, kind: str, vs: int, ve: int):
         typ = option_type(cls, key)
         where = f"Option '{key}' of pass '{cls.name}'"
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        if args:                                    # X | None
+            if kind == "word" and value == "none":
+                return None
+            typ = args[0]
         if typ is str:
             return value
         if kind == "str":
@@ -195,14 +208,19 @@ def _check_ir(graph: Graph, after: str | None) -> None:
 
 
 def run_pipeline(graph: Graph, passes, verify: bool = False, print_ir_after: Iterable[str] = (),
-                 tolerance: float = DEFAULT_TOLERANCE,
-                 emit: Callable[[str], None] | None = None) -> PipelineResult:
+                 tolerance: float | None = None, emit: Callable[[str], None] | None = None,
+                 ctx: PassContext | None = None, keep_graphs: bool = False) -> PipelineResult:
     """Run passes (pipeline text, pass objects, or a list of both) on ``graph``; the input is not changed.
 
     ``print_ir_after`` names passes after which the canonical IR text is written
-    with ``emit`` (default: standard error). ``verify`` compares outputs through
-    the PyTorch backend after every pass that changed the graph.
+    with ``emit`` (default: standard error). ``verify`` (or ``ctx.verify``) compares
+    each pass that changed the graph with its input through the PyTorch backend;
+    ``tolerance`` (or ``ctx.tolerance``) overrides the passes' expected errors.
+    ``ctx`` carries data, device, seed and progress to every pass.
     """
+    ctx = ctx if ctx is not None else PassContext()
+    verify = verify or ctx.verify
+    tolerance = tolerance if tolerance is not None else ctx.tolerance
     passes = _as_passes(passes)
     if isinstance(print_ir_after, str):
         print_ir_after = (print_ir_after,)
@@ -213,16 +231,18 @@ def run_pipeline(graph: Graph, passes, verify: bool = False, print_ir_after: Ite
             raise ArchError(f"--print-ir-after names '{want}', which is not in the pipeline"
                             + _suggest(want, names, f"The pipeline runs {_names(names)}."))
     _check_ir(graph, None)
-    check = _OutputCheck(graph, tolerance) if verify else None
+    check = _OutputCheck(graph, tolerance, ctx) if verify else None
     result = PipelineResult(graph)
     current = graph
     for k, p in enumerate(passes, 1):
-        res = p.run(current)
+        res = p.run(current, ctx)
         _check_ir(res.graph, str(p))
         if check is not None and res.modified:
-            check.compare(res.graph, str(p))
+            check.compare(res.graph, p)
         if p.name in print_ir_after:
             emit(f"// IR after {p} (pass {k} of {len(passes)})\n{print_graph(res.graph)}")
+        if result.results and not keep_graphs:
+            result.results[-1].graph = None          # only the newest graph is kept
         result.results.append(res)
         current = res.graph
     result.graph = current
@@ -230,13 +250,20 @@ def run_pipeline(graph: Graph, passes, verify: bool = False, print_ir_after: Ite
 
 
 class _OutputCheck:
-    """Runs graphs on one fixed random input through the PyTorch backend and compares with the original."""
+    """Runs graphs on one fixed input through the PyTorch backend; each pass is compared with its input."""
 
-    def __init__(self, graph: Graph, tolerance: float):
+    def __init__(self, graph: Graph, tolerance: float | None, ctx: PassContext):
         import torch  # lazy: the pass core does not depend on torch
-        gen = torch.Generator().manual_seed(0)
-        self.inputs = [torch.randn((VERIFY_BATCH, *graph.data(i)["shape"][1:]), generator=gen)
-                       for i in graph.inputs]
+        batch = next(ctx.batches(VERIFY_BATCH, VERIFY_BATCH), None) if ctx.data is not None else None
+        if batch is not None and len(batch.x) == len(graph.inputs) and all(
+                tuple(x.shape[1:]) == tuple(graph.data(i)["shape"][1:]) for x, i in zip(batch.x, graph.inputs)):
+            self.inputs = [torch.from_numpy(np.ascontiguousarray(x, np.float32)) for x in batch.x]
+            self.source = f"the first {len(batch.x[0])} samples of the data"
+        else:
+            gen = torch.Generator().manual_seed(0)
+            self.inputs = [torch.randn((VERIFY_BATCH, *graph.data(i)["shape"][1:]), generator=gen)
+                           for i in graph.inputs]
+            self.source = f"a random input of batch {VERIFY_BATCH}"
         self.tolerance = tolerance
         self.reference = self.outputs(graph)
 
@@ -251,7 +278,8 @@ class _OutputCheck:
             out = module(*self.inputs)
         return [t.double() for t in (out if isinstance(out, tuple) else (out,))]
 
-    def compare(self, graph: Graph, pass_text: str) -> None:
+    def compare(self, graph: Graph, p: Pass) -> None:
+        pass_text = str(p)
         outs = self.outputs(graph)
         if len(outs) != len(self.reference):
             raise ArchError(f"Pass '{pass_text}' changed the number of model outputs from "
@@ -260,11 +288,27 @@ class _OutputCheck:
             if ref.shape != out.shape:
                 raise ArchError(f"Pass '{pass_text}' changed the shape of output {k} from {tuple(ref.shape)} "
                                 f"to {tuple(out.shape)}.")
-            err = relative_error(ref, out)
-            if not err <= self.tolerance:
-                raise ArchError(f"Pass '{pass_text}' changed the model's output {k}: the relative difference "
-                                f"is {err:.3g}, above the tolerance {self.tolerance:g} (--verify ran a random "
-                                f"input of batch {VERIFY_BATCH} before and after the pass).")
+            limit = self.tolerance if self.tolerance is not None else max(p.expected_error(), DEFAULT_TOLERANCE)
+            if p.verify_metric == "cosine":
+                err, what = 1.0 - cosine_similarity(ref, out), "1 - cosine similarity"
+            else:
+                err, what = relative_error(ref, out), "the relative difference"
+            if not err <= limit:
+                raise ArchError(f"Pass '{pass_text}' changed the model's output {k}: {what} is {err:.3g}, above "
+                                f"the tolerance {limit:g} (--verify ran {self.source} before and after the pass).")
+        self.reference = outs
+
+
+def cosine_similarity(reference, actual) -> float:
+    """The cosine of the angle between the two outputs, flattened (1 when both are zero)."""
+    import torch
+    a, b = reference.reshape(-1), actual.reshape(-1)
+    na, nb = a.norm().item(), b.norm().item()
+    if na == 0.0 and nb == 0.0:
+        return 1.0
+    if na == 0.0 or nb == 0.0 or not torch.isfinite(a).all() or not torch.isfinite(b).all():
+        return 0.0
+    return float((a @ b).item() / (na * nb))
 
 
 def relative_error(reference, actual) -> float:

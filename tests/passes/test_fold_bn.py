@@ -26,6 +26,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import archdsl  # noqa: E402
+from archdsl import ArchError  # noqa: E402
 from archdsl.ir.verify import verify  # noqa: E402
 from archdsl.passes import run_pipeline  # noqa: E402
 from archdsl.passes.fold_bn import FoldBatchNorm  # noqa: E402
@@ -401,14 +402,16 @@ def test_linear_with_a_3d_output_is_not_folded_backward():
             "features") in refusal.reason
 
 
-def test_shared_parameters_are_not_folded():
+def test_shared_parameters_are_refused_before_the_pass_runs():
     g = spec("""model m() { input x: [4, 8, 8]
                 output x -> c1: conv(4, 1) -> relu -> c2: conv(4, 1) -> b: bn }""")
     c1 = next(n for n in g.nodes() if n.scope == "c1")
     c2 = next(n for n in g.nodes() if n.scope == "c2")
     g.update(c2.id, params=dict(c1.params))          # c2 now shares c1's weight and bias
-    (refusal,) = fold(g).report.refused
-    assert "conv @c2 shares its parameter c1.weight with another node" in refusal.reason
+    with pytest.raises(ArchError) as info:
+        run_pipeline(g, "fold-bn")
+    assert info.value.message == ("The IR is invalid before the pipeline: Node @c2 (conv) names its parameter "
+                                  "'weight' c1.weight; it must be c2.weight, the node's scope and the local name.")
 
 
 # ---- pass contract -------------------------------------------------------------------------------

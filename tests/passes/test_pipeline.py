@@ -49,7 +49,7 @@ class Tune(Pass):
     exact: bool = False
     label: str = "x"
 
-    def rewrite(self, graph, report):
+    def rewrite(self, graph, report, ctx):
         return False
 
 
@@ -59,7 +59,7 @@ class Needs(Pass):
     name = "needs"
     level: int
 
-    def rewrite(self, graph, report):
+    def rewrite(self, graph, report, ctx):
         return False
 
 
@@ -182,7 +182,7 @@ class BreakShapes(Pass):
     """Records a wrong shape on the first conv."""
     name = "break-shapes"
 
-    def rewrite(self, graph, report):
+    def rewrite(self, graph, report, ctx):
         conv = next(n for n in graph.nodes() if n.op == "conv")
         graph.update(conv.id, shape=("N", 5, 8, 8))
         return True
@@ -202,7 +202,7 @@ class Perturb(Pass):
     name = "perturb"
     factor: float = 1.01
 
-    def rewrite(self, graph, report):
+    def rewrite(self, graph, report, ctx):
         conv = next(n for n in graph.nodes() if n.op == "conv")
         conv.param("weight").value = conv.param("weight").value * self.factor
         report.touched(conv.id)
@@ -245,7 +245,7 @@ class DropoutToIdentity(Pass):
     """Replaces dropout by identity through replace_node."""
     name = "dropout-to-identity"
 
-    def rewrite(self, graph, report):
+    def rewrite(self, graph, report, ctx):
         hits = [n.id for n in graph.nodes() if n.op == "dropout"]
         for nid in hits:
             replace_node(graph, nid, "identity", attrs={})
@@ -268,7 +268,7 @@ class Spanless(Pass):
     """Adds a node without a source location."""
     name = "spanless"
 
-    def rewrite(self, graph, report):
+    def rewrite(self, graph, report, ctx):
         out = graph.outputs[0]
         nid = graph.add_node("relu", [out], shape=graph.data(out)["shape"])
         graph.replace_all_uses(out, nid)
@@ -281,8 +281,8 @@ class Liar(Pass):
     """Changes the graph but says it did not."""
     name = "liar"
 
-    def rewrite(self, graph, report):
-        DropInferenceNoops().rewrite(graph, report)
+    def rewrite(self, graph, report, ctx):
+        DropInferenceNoops().rewrite(graph, report, ctx)
         return False
 
 
