@@ -113,3 +113,65 @@ def test_files_that_are_not_plain_state_dicts_are_refused(tmp_path):
         load_weights(g, tmp_path / "list.pt")
     with pytest.raises(ArchError, match=r"^error: Cannot read the weights file '.*missing\.pt': there is no such file\.$"):
         load_weights(g, tmp_path / "missing.pt")
+
+
+# ---- archdsl.from_torch: a trained module's weights back into the IR ----------------------------
+
+def trained(g, steps=3, seed=0):
+    """``to_torch(g)`` after a few SGD steps in train mode (batch norm updates its statistics)."""
+    torch.manual_seed(seed)
+    model = archdsl.to_torch(g).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+    for _ in range(steps):
+        x, y = torch.randn(8, 2, 8, 8), torch.randint(0, 3, (8,))
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model.eval()
+
+
+def test_trained_weights_flow_back_and_the_original_graph_is_unchanged():
+    g = archdsl.load(SMALL)
+    before = {k: p.value.copy() for k, p in g.params.items()}
+    model = trained(g)
+    new = archdsl.from_torch(g, model)
+    assert new is not g and list(new.params) == list(g.params)
+    assert all(np.array_equal(g.params[k].value, v) for k, v in before.items())       # untouched
+    changed = [k for k in before if not np.array_equal(new.params[k].value, before[k])]
+    assert sorted(changed) == sorted(before)         # every parameter and buffer moved, counters included
+    assert int(new.params["bn1.num_batches_tracked"].value) == 3
+    x = torch.randn(4, 2, 8, 8)
+    with torch.no_grad():
+        want = model(x)
+        assert torch.equal(archdsl.to_torch(new).eval()(x), want)
+        assert torch.equal(build_module(new).eval()(x), want)
+        assert not torch.equal(archdsl.to_torch(g).eval()(x), want)
+
+
+def test_from_torch_takes_a_state_dict_and_converts_dtypes():
+    g = archdsl.load(SMALL)
+    state = {k: v.double() if v.is_floating_point() else v for k, v in trained(g).state_dict().items()}
+    new = archdsl.from_torch(g, state)
+    assert {p.value.dtype for p in new.params.values()} == {np.dtype("float32"), np.dtype("int64")}
+    assert np.array_equal(new.params["fc.weight"].value, state["fc.weight"].float().numpy())
+
+
+def test_from_torch_lists_what_does_not_match():
+    g = archdsl.load(SMALL)
+    state = archdsl.to_torch(g).state_dict()
+    del state["fc.bias"], state["bn1.running_var"]
+    state["head.weight"] = torch.zeros(3)
+    state["conv1.weight"] = torch.zeros(4, 3, 3, 3)
+    with pytest.raises(ArchError) as info:
+        archdsl.from_torch(g, state)
+    assert str(info.value).splitlines() == [
+        "error: The tensors of the state_dict do not match model 'tiny' (2 missing, 1 unexpected, "
+        "1 wrong-shaped names).",
+        "note: missing from the state_dict: bn1.running_var, fc.bias",
+        "note: not in the model: head.weight",
+        "note: wrong shape: conv1.weight is (4, 3, 3, 3) in the state_dict but (4, 2, 3, 3) in the model",
+    ]
+    with pytest.raises(ArchError, match=r"^error: from_torch takes a torch.nn.Module or its state_dict, not list"):
+        archdsl.from_torch(g, [1, 2])
+    with pytest.raises(ArchError, match=r"maps 'fc.bias' to ndarray, not a tensor; pass module.state_dict\(\)\.$"):
+        archdsl.from_torch(g, {**archdsl.to_torch(g).state_dict(), "fc.bias": np.zeros(3)})

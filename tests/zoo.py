@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 import archdsl
 from archdsl import ArchError
 
@@ -28,3 +30,21 @@ def load_small(file, model: str, size: int = SMALL):
         except ArchError:
             pass            # no `size` parameter: keep the default input
     return g
+
+
+def randomise_bn(g, seed: int = 0, zero_shift: bool = False) -> None:
+    """Running statistics and affine parameters far from the defaults (mean 0, var 1, gamma 1, beta 0)."""
+    rng = np.random.default_rng(seed)
+    for n in g.nodes():
+        if n.op != "bn":
+            continue
+        c = n.shape[1]
+        values = {"running_mean": rng.uniform(-0.5, 0.5, c), "running_var": rng.uniform(0.3, 2.5, c),
+                  "weight": rng.uniform(0.5, 1.5, c) * rng.choice([-1.0, 1.0], c),
+                  "bias": rng.uniform(-0.5, 0.5, c)}
+        if zero_shift:
+            values["running_mean"][:] = 0.0
+            values["bias"][:] = 0.0
+        for local, v in values.items():
+            if local in n.params:
+                n.param(local).value = v.astype(np.float32)

@@ -10,13 +10,27 @@ Writing in place saves a full tensor of memory traffic per op, which is about
   concatenations and pools keep nothing of their output (max pooling keeps
   indices). ``relu``, ``sigmoid`` and friends keep their outputs, so a value
   they produced is never overwritten.
+
+Both facts are per op, in :mod:`.torch_lowering`: ``Lowering.inplace`` (the op
+may write over its operand) and ``Lowering.keeps_output`` (autograd keeps the
+op's result, or the result is a view of an operand).
 """
 from __future__ import annotations
 
 from ..ir.graph import Graph
+from . import torch_lowering
 
-INPLACE_OPS = frozenset({"relu", "add"})
-SAFE_PRODUCERS = frozenset({"conv", "bn", "linear", "add", "concat", "maxpool", "avgpool", "adaptive_avgpool"})
+
+def runs_inplace(op: str) -> bool:
+    """Whether ``op`` has a form that writes its result over its first operand."""
+    low = torch_lowering.get(op)
+    return low is not None and low.inplace is not None
+
+
+def may_overwrite(op: str) -> bool:
+    """Whether the result of ``op`` may be overwritten: autograd does not keep it and it is no view."""
+    low = torch_lowering.get(op)
+    return low is not None and not low.keeps_output
 
 
 def inplace_nodes(graph: Graph) -> set[int]:
@@ -24,11 +38,11 @@ def inplace_nodes(graph: Graph) -> set[int]:
     outputs, inputs = set(graph.outputs), set(graph.inputs)
     out = set()
     for n in graph.nodes():
-        if n.op not in INPLACE_OPS or not n.inputs:
+        if not runs_inplace(n.op) or not n.inputs:
             continue
         first = n.inputs[0]
         if first in outputs or first in inputs or n.inputs.count(first) != 1:
             continue
-        if graph.data(first)["op"] in SAFE_PRODUCERS and graph.users(first) == [n.id]:
+        if may_overwrite(graph.data(first)["op"]) and graph.users(first) == [n.id]:
             out.add(n.id)
     return out

@@ -6,6 +6,9 @@
   and where the spec wrote it.
 * The batch dimension is symbolic (``N``) in the inputs and outputs; nothing in the graph
   fixes it (``Flatten``/``Reshape`` copy it, ``AffineGrid`` reads it from theta).
+* Types: inputs, outputs, initialisers and constants have the IR's dtypes (:func:`onnx_dtype`),
+  and ``graph.value_info`` declares the shape and dtype of every other tensor of the main graph
+  that an IR node computes, so viewers show them without running shape inference.
 * Weights and buffers are initialisers named exactly as the IR names them
   (``layer1.0.conv1.weight``, the PyTorch ``state_dict`` keys). Each IR node becomes a node named
   by its scope (``layer1.0.conv1``) whose result tensor has the same name; helper nodes of a
@@ -19,6 +22,7 @@
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import networkx as nx
@@ -28,7 +32,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ..diagnostics import ArchError
 from ..ir.graph import Graph
-from .onnx_ops import MIN_OPSET, OP_MIN_OPSET, RULES
+from ..ir.types import FLOAT_DTYPES, TensorType
+from .onnx_ops import MIN_OPSET, OP_MIN_OPSET, RULES, onnx_dtype
 
 DEFAULT_OPSET = 20
 FUNCTION_DOMAIN = "archdsl"
@@ -65,24 +70,44 @@ class Body:
         self.initializers: list = []          # (name, numpy array), written into the model at the end
         self.params: dict[str, str] = {}       # IR parameter name -> tensor name here
         self._consts: dict = {}
-        self.base, self.meta = "", {}
+        self.types: dict[str, int] = {}        # tensor name -> TensorProto element type, where known
+        self.base, self.meta, self.ir = "", {}, None
 
-    def begin(self, base: str, meta: dict) -> None:
-        """Start the nodes of one IR node (or one function call) named ``base``."""
-        self.base, self.meta = base, meta
+    def begin(self, base: str, meta: dict, ir: dict | None = None) -> None:
+        """Start the nodes of one IR node (its data ``ir``) or one function call, named ``base``."""
+        self.base, self.meta, self.ir = base, meta, ir
 
     def node(self, op_type: str, inputs, outputs, suffix: str | None = None, domain: str = "", **attrs) -> None:
+        if not domain:
+            self.check_types(op_type, inputs)
+        if op_type == "Cast":
+            self.types[outputs[0]] = attrs["to"]
         name = self.node_names.take(self.base if suffix is None else f"{self.base}/{suffix}")
         node = helper.make_node(op_type, list(inputs), list(outputs), name=name, domain=domain or None, **attrs)
         for key, value in self.meta.items():
             node.metadata_props.add(key=key, value=value)
         self.nodes.append(node)
 
+    def check_types(self, op_type: str, inputs) -> None:
+        """Refuse, at the IR node, an operator that this opset does not define for its inputs' dtypes
+        (bfloat16 ``Conv`` arrived in opset 22, say); float32 and int64 are defined everywhere."""
+        for k, x in enumerate(inputs):
+            t = self.types.get(x)
+            if t in (None, TensorProto.FLOAT, TensorProto.INT64) or t in _allowed(op_type, self.opset, k):
+                continue
+            d = self.ir or {"op": op_type, "scope": self.base, "span": None, "dtype": "?"}
+            kind = TensorProto.DataType.Name(t).lower()
+            newer = next((v for v in range(self.opset + 1, _max_opset() + 1) if t in _allowed(op_type, v, k)), None)
+            fix = (f"ask for --opset {newer} or newer, or cast it to float32 first" if newer else
+                   "cast it to float32 first")
+            raise ArchError(f"'{d['op']}' (at '{d['scope']}') computes in {d['dtype']}, but the ONNX operator "
+                            f"{op_type} of opset {self.opset} takes no {kind} input; {fix}.", d["span"])
+
     def tmp(self, hint: str) -> str:
         return self.tensors.take(f"{self.base}/{hint}")
 
     def const(self, hint: str, array: np.ndarray) -> str:
-        key = (self.base, hint, array.dtype.str, array.shape, array.tobytes())
+        key = (self.base, hint, array.dtype.name, array.shape, array.tobytes())
         if key in self._consts:
             return self._consts[key]
         name = self.tensors.take(f"{self.base}/{hint}")
@@ -92,20 +117,42 @@ class Body:
             self.meta = meta
         else:
             self.initializers.append((name, array))
+        self.types[name] = helper.np_dtype_to_tensor_dtype(array.dtype)
         self._consts[key] = name
         return name
 
     def param(self, n: dict, local: str) -> str:
-        return self.param_named(n["params"][local])
+        """The tensor of the node's parameter ``local``, cast to the node's float dtype if it has another."""
+        pname = n["params"][local]
+        name, dtype = self.param_named(pname), self.graph.params[pname].dtype
+        if dtype == n["dtype"] or not {dtype, n["dtype"]} <= FLOAT_DTYPES:
+            return name
+        key = ("cast", pname, n["dtype"])
+        if key not in self._consts:
+            self._consts[key] = self.tmp(f"{local}_{n['dtype']}")
+            self.node("Cast", [name], [self._consts[key]], suffix=f"Cast_{local}", to=onnx_dtype(n["dtype"]))
+        return self._consts[key]
 
     def param_named(self, pname: str) -> str:
         if pname not in self.params:
             # the main graph reserved every parameter name up front: initialisers keep the IR's names
             name = self.tensors.take(_rel(pname, self.prefix)) if self.function else pname
             self.params[pname] = name
+            self.types[name] = onnx_dtype(self.graph.params[pname].dtype)
             if not self.function:
                 self.initializers.append((name, self.graph.params[pname].value))
         return self.params[pname]
+
+
+@functools.lru_cache(maxsize=None)
+def _allowed(op_type: str, opset: int, k: int) -> frozenset:
+    """The element types input ``k`` of ``op_type`` takes in ``opset``."""
+    schema = onnx.defs.get_schema(op_type, opset)
+    formal = schema.inputs[min(k, len(schema.inputs) - 1)]
+    strs = next((c.allowed_type_strs for c in schema.type_constraints if c.type_param_str == formal.type_str),
+                [formal.type_str])
+    return frozenset(TensorProto.DataType.Value(s[len("tensor("):-1].upper()) for s in strs
+                     if s.startswith("tensor("))
 
 
 def _rel(scope: str, prefix: str) -> str:
@@ -234,7 +281,8 @@ class _Exporter:
             return
         base = _rel(d["scope"], prefix) or d["op"]
         out = self.result_name(body, nid, base, out_names)
-        body.begin(base, self.meta(d, nid, prefix))
+        body.begin(base, self.meta(d, nid, prefix), d)
+        body.types.update({tensor_of[s]: onnx_dtype(self.g.data(s)["dtype"]) for s in d["inputs"]})
         shapes = [self.g.data(s)["shape"] for s in d["inputs"]]
         RULES[d["op"]](body, d, [tensor_of[s] for s in d["inputs"]], out, shapes)
         tensor_of[nid] = out
@@ -293,7 +341,7 @@ class _Exporter:
             d = g.data(nid)
             name = body.tensors.take(d["attrs"].get("name") or f"input{len(inputs)}")
             tensor_of[nid] = name
-            inputs.append(_value_info(name, d["shape"]))
+            inputs.append(_value_info(name, g.type_of(nid)))
         want = ["output"] if len(g.outputs) == 1 else [f"output{i}" for i in range(len(g.outputs))]
         final = [body.tensors.take(name) for name in want]
         out_names = {}
@@ -306,14 +354,18 @@ class _Exporter:
             if tensor_of[nid] != name:       # an input or a repeated output: give it its own name
                 body.begin(name, {"archdsl.op": "output"})
                 body.node("Identity", [tensor_of[nid]], [name])
-            outputs.append(_value_info(name, g.data(nid)["shape"]))
+            outputs.append(_value_info(name, g.type_of(nid)))
         self.tensor_names = dict(tensor_of)
+        declared = {v.name for v in inputs + outputs}
+        inner = [_value_info(tensor_of[nid], g.type_of(nid)) for nid in self.order
+                 if nid in tensor_of and tensor_of[nid] not in declared]
         model = onnx.ModelProto()
         graph = model.graph
         graph.name = g.name
         graph.node.extend(body.nodes)
         graph.input.extend(inputs)
         graph.output.extend(outputs)
+        graph.value_info.extend(inner)
         opsets = [helper.make_opsetid("", self.opset)]
         if self.fn_protos:
             opsets.append(helper.make_opsetid(FUNCTION_DOMAIN, 1))
@@ -327,8 +379,8 @@ class _Exporter:
         return model, body.initializers
 
 
-def _value_info(name: str, shape) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))   # "N" becomes a dim_param
+def _value_info(name: str, t: TensorType) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, onnx_dtype(t.dtype), list(t.shape))   # "N" becomes a dim_param
 
 
 def check_opset(opset: int | None) -> int:
@@ -360,7 +412,10 @@ def check_graph(graph: Graph, opset: int | None = None) -> int:
 
 def _skeleton(graph: Graph, opset: int | None, functions: bool):
     exporter = _Exporter(graph, check_graph(graph, opset), functions)
-    model, weights = exporter.model()
+    try:
+        model, weights = exporter.model()
+    except ArchError as err:
+        raise _attach_sources(err, graph) from None
     return model, weights, exporter.tensor_names
 
 

@@ -18,16 +18,40 @@ direct lowerings:
   columns) and is spelled out as slices, reductions and a concatenation per axis.
 * ``flatten`` / ``reshape`` keep the batch dimension symbolic: ``Reshape`` with 0 (copy) in front.
 * ``affine_grid`` builds its size argument [N, C, H, W] from the batch of theta at run time.
+* Types: every tensor has its IR node's dtype; a lowering's constants take the dtype of the
+  node they feed, and a float parameter of a node computing in another float dtype (a
+  float32 conv weight in a float16 graph) is ``Cast`` to it first.
+* ``quantize`` (QuantizeLinear): q = saturate(round_half_to_even(x / s) + z), with s rounded to
+  float32 and x cast to float32 first; per channel, s and z are 1-D along ``axis``. ONNX has no
+  int32 output in any opset, so int32 is spelled out: ``Div``, ``Round``, then the zero point
+  and the saturation in float64 (exact over the whole int32 range), then ``Cast``.
+* ``dequantize`` (DequantizeLinear): x = float32(q - z) * s, with s, z and axis from the input's
+  quantisation; ``cast`` is ``Cast``.
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
+from onnx import TensorProto, helper
+
+from ..ir.types import INT_RANGES, numpy_dtype
 
 # The oldest opset each op's lowering needs; ops not listed work from MIN_OPSET.
 OP_MIN_OPSET = {"affine_grid": (20, "AffineGrid"), "grid_sample": (16, "GridSample")}
 MIN_OPSET = 13          # single-axis Softmax, Unsqueeze/Squeeze with axes as an input
+# QuantizeLinear/DequantizeLinear (per-channel axis included) and Cast need nothing newer:
+# every IR dtype is in their opset-13 type lists, and int32 quantisation is spelled out.
+
+
+def onnx_dtype(dtype: str) -> int:
+    """The TensorProto element type of an IR dtype (bfloat16 through ml_dtypes)."""
+    return helper.np_dtype_to_tensor_dtype(numpy_dtype(dtype))
+
+
+def _scalar(n, value) -> np.ndarray:
+    """``value`` as a 0-D array of the node's dtype (for a lowering's constants)."""
+    return np.array(value, numpy_dtype(n["dtype"]))
 
 
 def _pads(a) -> list:
@@ -65,7 +89,8 @@ def _bn(b, n, ins, out, shapes):
     if a["affine"]:
         scale, shift = b.param(n, "weight"), b.param(n, "bias")
     else:
-        scale, shift = b.const("scale", np.ones(c, np.float32)), b.const("shift", np.zeros(c, np.float32))
+        dt = numpy_dtype(n["dtype"])
+        scale, shift = b.const("scale", np.ones(c, dt)), b.const("shift", np.zeros(c, dt))
     extra = {} if a.get("momentum") is None else {"momentum": 1.0 - float(a["momentum"])}   # ONNX keeps 1 - m
     b.node("BatchNormalization", [ins[0], scale, shift, b.param(n, "running_mean"), b.param(n, "running_var")],
            [out], epsilon=float(a["eps"]), **extra)
@@ -78,8 +103,7 @@ def _simple(op_type, **fixed):
 
 
 def _relu6(b, n, ins, out, shapes):
-    b.node("Clip", [ins[0], b.const("min", np.array(0.0, np.float32)), b.const("max", np.array(6.0, np.float32))],
-           [out])
+    b.node("Clip", [ins[0], b.const("min", _scalar(n, 0.0)), b.const("max", _scalar(n, 6.0))], [out])
 
 
 def _silu(b, n, ins, out, shapes):
@@ -94,10 +118,10 @@ def _gelu(b, n, ins, out, shapes):
         return
     x = ins[0]
     scaled, erf, one_plus, half = b.tmp("scaled"), b.tmp("erf"), b.tmp("one_plus"), b.tmp("half")
-    b.node("Div", [x, b.const("sqrt2", np.array(math.sqrt(2.0), np.float32))], [scaled], suffix="Div")
+    b.node("Div", [x, b.const("sqrt2", _scalar(n, math.sqrt(2.0)))], [scaled], suffix="Div")
     b.node("Erf", [scaled], [erf], suffix="Erf")
-    b.node("Add", [erf, b.const("one", np.array(1.0, np.float32))], [one_plus], suffix="Add")
-    b.node("Mul", [x, b.const("half", np.array(0.5, np.float32))], [half], suffix="Mul")
+    b.node("Add", [erf, b.const("one", _scalar(n, 1.0))], [one_plus], suffix="Add")
+    b.node("Mul", [x, b.const("half", _scalar(n, 0.5))], [half], suffix="Mul")
     b.node("Mul", [half, one_plus], [out])
 
 
@@ -134,9 +158,9 @@ def _lrn(b, n, ins, out, shapes):
     b.node("Pad", [sq5, b.const("pads", np.array(pads, np.int64))], [padded], suffix="Pad")
     b.node("AveragePool", [padded], [avg], kernel_shape=[size] + [1] * (rank - 2), suffix="AveragePool")
     b.node("Squeeze", [avg, b.const("axis1", np.array([1], np.int64))], [avg4], suffix="Squeeze")
-    b.node("Mul", [avg4, b.const("alpha", np.array(a["alpha"], np.float32))], [scaled], suffix="Alpha")
-    b.node("Add", [scaled, b.const("k", np.array(a["k"], np.float32))], [biased], suffix="K")
-    b.node("Pow", [biased, b.const("beta", np.array(a["beta"], np.float32))], [den], suffix="Pow")
+    b.node("Mul", [avg4, b.const("alpha", _scalar(n, a["alpha"]))], [scaled], suffix="Alpha")
+    b.node("Add", [scaled, b.const("k", _scalar(n, a["k"]))], [biased], suffix="K")
+    b.node("Pow", [biased, b.const("beta", _scalar(n, a["beta"]))], [den], suffix="Pow")
     b.node("Div", [x, den], [out])
 
 
@@ -276,6 +300,50 @@ def _grid_sample(b, n, ins, out, shapes):
            align_corners=int(a["align_corners"]))
 
 
+def _quant_arrays(quant, dtype: str, rank: int):
+    """``(scale, zero_point, attrs)``: float32 and ``dtype`` arrays, 0-D per tensor or 1-D with ``axis``."""
+    if quant.axis is None:
+        return np.array(quant.scale[0], np.float32), np.array(quant.zero_point[0], numpy_dtype(dtype)), {}
+    return (np.array(quant.scale, np.float32), np.array(quant.zero_point, numpy_dtype(dtype)),
+            {"axis": quant.axis % rank})
+
+
+def _quantize(b, n, ins, out, shapes):
+    """q = saturate(round_half_to_even(float32(x) / s) + z): QuantizeLinear, or spelled out for int32."""
+    x, rank = ins[0], len(shapes[0])
+    if b.graph.data(n["inputs"][0])["dtype"] != "float32":
+        x = b.tmp("float32")
+        b.node("Cast", [ins[0]], [x], to=TensorProto.FLOAT, suffix="Cast")
+    scale, zero, axis = _quant_arrays(n["quant"], n["dtype"], rank)
+    if n["dtype"] != "int32":
+        b.node("QuantizeLinear", [x, b.const("scale", scale), b.const("zero_point", zero)], [out], **axis)
+        return
+    if axis:                       # broadcast the per-channel values along their axis
+        tail = (1,) * (rank - 1 - axis["axis"])
+        scale, zero = scale.reshape(-1, *tail), zero.reshape(-1, *tail)
+    lo, hi = INT_RANGES["int32"]
+    ratio, rounded, wide, shifted, clipped = (b.tmp(t) for t in ("ratio", "rounded", "float64", "shifted",
+                                                                 "saturated"))
+    b.node("Div", [x, b.const("scale", scale)], [ratio], suffix="Div")
+    b.node("Round", [ratio], [rounded], suffix="Round")
+    b.node("Cast", [rounded], [wide], to=TensorProto.DOUBLE, suffix="CastFloat64")
+    b.node("Add", [wide, b.const("zero_point", zero.astype(np.float64))], [shifted], suffix="ZeroPoint")
+    b.node("Clip", [shifted, b.const("min", np.array(lo, np.float64)), b.const("max", np.array(hi, np.float64))],
+           [clipped], suffix="Saturate")
+    b.node("Cast", [clipped], [out], to=TensorProto.INT32)
+
+
+def _dequantize(b, n, ins, out, shapes):
+    """x = float32(q - z) * s, with the scale, zero point and axis of the input's type."""
+    src = b.graph.data(n["inputs"][0])
+    scale, zero, axis = _quant_arrays(src["quant"], src["dtype"], len(shapes[0]))
+    b.node("DequantizeLinear", [ins[0], b.const("scale", scale), b.const("zero_point", zero)], [out], **axis)
+
+
+def _cast(b, n, ins, out, shapes):
+    b.node("Cast", [ins[0]], [out], to=onnx_dtype(n["attrs"]["dtype"]))
+
+
 RULES = {
     "conv": _conv,
     "linear": _linear,
@@ -309,4 +377,7 @@ RULES = {
     "mul": _fold("Mul"),
     "affine_grid": _affine_grid,
     "grid_sample": _grid_sample,
+    "quantize": _quantize,
+    "dequantize": _dequantize,
+    "cast": _cast,
 }

@@ -30,13 +30,10 @@ from pathlib import Path
 from ..ir import ops as op_registry
 from ..ir.graph import Graph
 from .torch_exprs import Lin, infer, is_int
+from .torch_lowering import factory_dtype, lowering
 
-MODULE_OPS = {"conv", "linear", "bn", "relu", "relu6", "sigmoid", "tanh", "gelu", "silu", "hardswish",
-              "hardsigmoid", "identity", "leaky_relu", "elu", "softmax", "log_softmax", "dropout", "dropout2d",
-              "lrn", "maxpool", "avgpool", "adaptive_avgpool", "adaptive_maxpool", "flatten"}
-SAME_CHANNELS = {"bn", "relu", "relu6", "sigmoid", "tanh", "gelu", "silu", "hardswish", "hardsigmoid", "identity",
-                 "leaky_relu", "elu", "softmax", "log_softmax", "dropout", "dropout2d", "lrn", "maxpool",
-                 "avgpool", "adaptive_avgpool", "adaptive_maxpool", "add", "mul", "grid_sample"}
+# registry channel kinds whose output has the first input's channel count ("mix": softmax, LRN keep the shape)
+KEEPS_CHANNELS = frozenset({"same", "elementwise", "sample", "mix"})
 CONSTRUCT_CLASS = {"seq": "Sequence", "parallel": "Parallel", "dense": "DenseBlock", "residual": "Residual",
                    "stn": "SpatialTransformer"}
 RESERVED = {"nn", "F", "torch", "Tensor", "OrderedDict", "self", "super"}
@@ -202,7 +199,7 @@ class Analysis:
         for name, nid, child, _ in members:
             if nid is not None:
                 d = self.graph.data(nid)
-                if d["op"] not in MODULE_OPS or tuple(d["inputs"]) != (prev,):
+                if lowering(d["op"]).module is None or tuple(d["inputs"]) != (prev,):
                     return False
                 here, out = {nid}, nid
             else:
@@ -282,35 +279,35 @@ class Analysis:
             return
         d = self.graph.data(it.nid)
         op, attrs = d["op"], d["attrs"]
+        low = lowering(op)
+        kinds = {a.name: a.kind for a in op_registry.get(op).args}
         in_shapes = [self.graph.data(s)["shape"] for s in d["inputs"]]
         struct = []
         for k in sorted(attrs):
             v = attrs[k]
-            if k in ("weight_init", "bias_init"):
+            if kinds.get(k) == "init":
                 continue
-            if isinstance(v, tuple) and len(v) == 2 and v[0] == v[1] and all(is_int(x) for x in v) \
-                    and k not in ("shape", "size"):
+            if kinds.get(k) in ("pair", "pair?") and isinstance(v, tuple) and v[0] == v[1]:
                 v = v[0]
-            if (is_int(v) or isinstance(v, float)
-                    or (isinstance(v, tuple) and all(is_int(x) for x in v))):
+            if k not in low.literals and (is_int(v) or isinstance(v, float)
+                                          or (isinstance(v, tuple) and all(is_int(x) for x in v))):
                 it.slots[k] = v
             else:
                 struct.append((k, v if not isinstance(v, list) else tuple(v)))
-        if op in ("conv", "bn") or (op == "linear" and len(in_shapes[0]) == 2):
-            name = {"conv": "in_channels", "bn": "num_features", "linear": "in_features"}[op]
-            it.slots = {name: in_shapes[0][1], **it.slots}
-            it.hints[name] = it.inputs[0]
-        elif op == "linear":
-            it.slots = {"in_features": in_shapes[0][-1], **it.slots}
+        if low.module is not None and low.module.features:
+            name, dim = low.module.features
+            it.slots = {name: in_shapes[0][dim], **it.slots}
+            if dim % len(in_shapes[0]) == 1:            # the input's channel count: follow the dataflow
+                it.hints[name] = it.inputs[0]
         inits = []
         for local, pname in sorted(d["params"].items()):
             init = self.graph.params[pname].init
-            if init != _default_init(op, local):
+            if init != low.default_init(local):
                 inits.append((local, tuple(init) if isinstance(init, list) else init))
         named = bool(it.container) or not is_position(it.name) or bool(d["params"])
         it.key = ("op", op, it.container, it.name if named else None, it.inputs,
-                  tuple(len(s) for s in in_shapes) if op in ("bn", "linear", "flatten") else (),
-                  tuple(struct), tuple(inits))
+                  tuple(len(s) for s in in_shapes) if low.by_rank else (),
+                  tuple(struct), tuple(inits), factory_dtype(self.graph, it.nid))
 
     # ---- classes
     def _group(self, inst: Inst) -> tuple:
@@ -446,13 +443,12 @@ class Analysis:
             hints = []
             if it.unit is None:
                 op = self.graph.data(it.nid)["op"]
-                if op == "conv":
-                    hints.append(cls.exprs.get((j, "out_channels")))
-                elif op == "linear":
-                    hints.append(cls.exprs.get((j, "out_features")))
-                elif op in SAME_CHANNELS:
+                kind, width = op_registry.get(op).channels.kind, op_registry.get(op).channels.width
+                if kind == "produce" and width:
+                    hints.append(cls.exprs.get((j, width)))
+                elif kind in KEEPS_CHANNELS:
                     hints.append(channels(it.inputs[0]))
-                elif op == "concat" and it.slots.get("dim") == 1:
+                elif kind == "concat" and it.slots.get("dim") == 1:
                     parts = [channels(r) for r in it.inputs]
                     if all(p is not None for p in parts):
                         total = parts[0]
@@ -679,13 +675,6 @@ def _annotation(v) -> str:
     return type(v).__name__
 
 
-def _default_init(op: str, local: str):
-    if op in ("conv", "linear"):
-        return "default"
-    return {"weight": "ones", "bias": "zeros", "running_mean": "zeros", "running_var": "ones",
-            "num_batches_tracked": "zeros"}.get(local, "default")
-
-
 # ---- a dense block written as a loop
 
 def _reroll_dense(items: list, graph: Graph) -> list:
@@ -727,7 +716,8 @@ def _is_concat(it: Item, graph: Graph, refs: list) -> bool:
     if it.unit is not None or it.nid is None:
         return False
     d = graph.data(it.nid)
-    return d["op"] == "concat" and d["attrs"].get("dim") == 1 and list(it.inputs) == refs
+    return op_registry.get(d["op"]).channels.kind == "concat" and d["attrs"].get("dim") == 1 \
+        and list(it.inputs) == refs
 
 
 # ---- unifying the structures of a definition's instances

@@ -12,8 +12,12 @@ written into the constructors. The text is formatted as ``black`` would format
 it (88 columns) and depends on nothing but the graph, so the same spec always
 gives the same bytes.
 
-``build_module`` imports the generated text from a file and copies the IR's
-weights in; it never executes spec text.
+What each op becomes (its ``nn`` module and constructor arguments, or its
+function form) comes from :mod:`.torch_lowering`, which the in-memory backend
+reads too.
+
+``build_module`` imports the generated text from a file, instantiates it on the
+meta device and assigns the IR's weights; it never executes spec text.
 """
 from __future__ import annotations
 
@@ -24,11 +28,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..diagnostics import ArchError
 from ..ir.graph import Graph
-from .inplace import INPLACE_OPS, SAFE_PRODUCERS
-from .torch_classes import MODULE_OPS, Analysis, ClassDef, _default_init, identifier, is_position
-from .torch_exprs import Lin, literal
+from .inplace import may_overwrite, runs_inplace
+from .torch_classes import Analysis, ClassDef, identifier, is_position
+from .torch_exprs import literal
+from .torch_lowering import Module, Same, Src, factory_dtype, is_const, lowering
+from .torch_tensors import dtype_source, ir_state
 
 WIDTH = 88
 INDENT = "    "
@@ -65,154 +70,29 @@ def E(expr) -> str:
     return expr.render()
 
 
-def is_const(expr, value) -> bool:
-    return isinstance(expr, Lin) and expr.is_const and expr.const == value and type(expr.const) is type(value)
+# ---- layers as modules and as functions (the forms come from torch_lowering)
 
+def module_call(form: Module, x: dict, attrs: dict, in_rank: int) -> tuple:
+    """``(constructor, positional args, keyword args)`` for a layer as an ``nn`` module.
 
-# ---- layers as modules and as functions
+    Arguments at their defaults are left out (trailing ones, for positional arguments).
+    """
+    def text(name):
+        return E(x[name]) if name in x else literal(attrs[name])
 
-def module_call(op: str, x: dict, attrs: dict, in_rank: int) -> tuple:
-    """``(constructor, positional args, keyword args)`` for a layer as an ``nn`` module."""
-    kw = []
-
-    def opt(name, default, key=None):
-        e = x.get(key or name)
-        if e is not None and not is_const(e, default):
-            kw.append(f"{name}={E(e)}")
-    if op == "conv":
-        args = [E(x["in_channels"]), E(x["out_channels"])]
-        kw.append(f"kernel_size={E(x['kernel_size'])}")
-        opt("stride", 1)
-        opt("padding", 0)
-        opt("dilation", 1)
-        opt("groups", 1)
-        if not attrs["bias"]:
-            kw.append("bias=False")
-        return "nn.Conv2d", args, kw
-    if op == "linear":
-        args = [E(x["in_features"]), E(x["out_features"])]
-        if not attrs["bias"]:
-            kw.append("bias=False")
-        return "nn.Linear", args, kw
-    if op == "bn":
-        opt("eps", 1e-5)
-        opt("momentum", 0.1)
-        if not attrs["affine"]:
-            kw.append("affine=False")
-        return ("nn.BatchNorm2d" if in_rank == 4 else "nn.BatchNorm1d"), [E(x["num_features"])], kw
-    simple = {"relu": "nn.ReLU", "relu6": "nn.ReLU6", "sigmoid": "nn.Sigmoid", "tanh": "nn.Tanh", "gelu": "nn.GELU",
-              "silu": "nn.SiLU", "hardswish": "nn.Hardswish", "hardsigmoid": "nn.Hardsigmoid",
-              "identity": "nn.Identity"}
-    if op in simple:
-        return simple[op], [], []
-    if op == "leaky_relu":
-        opt("negative_slope", 0.01)
-        return "nn.LeakyReLU", [], kw
-    if op == "elu":
-        opt("alpha", 1.0)
-        return "nn.ELU", [], kw
-    if op in ("softmax", "log_softmax"):
-        return ("nn.Softmax" if op == "softmax" else "nn.LogSoftmax"), [], [f"dim={E(x['dim'])}"]
-    if op in ("dropout", "dropout2d"):
-        opt("p", 0.5)
-        return ("nn.Dropout" if op == "dropout" else "nn.Dropout2d"), [], kw
-    if op == "lrn":
-        opt("alpha", 1e-4)
-        opt("beta", 0.75)
-        opt("k", 1.0)
-        return "nn.LocalResponseNorm", [E(x["size"])], kw
-    if op in ("maxpool", "avgpool"):
-        kw.append(f"kernel_size={E(x['kernel_size'])}")
-        if x["stride"] != x["kernel_size"]:
-            kw.append(f"stride={E(x['stride'])}")
-        opt("padding", 0)
-        if op == "maxpool":
-            opt("dilation", 1)
-        if attrs["ceil_mode"]:
-            kw.append("ceil_mode=True")
-        if op == "avgpool" and not attrs["count_include_pad"]:
-            kw.append("count_include_pad=False")
-        return ("nn.MaxPool2d" if op == "maxpool" else "nn.AvgPool2d"), [], kw
-    if op in ("adaptive_avgpool", "adaptive_maxpool"):
-        return ("nn.AdaptiveAvgPool2d" if op == "adaptive_avgpool" else "nn.AdaptiveMaxPool2d"), \
-            [E(x["output_size"])], []
-    if op == "flatten":
-        args = []
-        if not (is_const(x["start_dim"], 1) and is_const(x["end_dim"], -1)):
-            args = [E(x["start_dim"])] + ([] if is_const(x["end_dim"], -1) else [E(x["end_dim"])])
-        return "nn.Flatten", args, []
-    raise AssertionError(op)
-
-
-def function_call(op: str, x: dict, attrs: dict, args: list) -> str:
-    """A layer without parameters as an expression over the argument variables."""
-    a = args[0] if args else ""
-    if op in ("relu", "sigmoid", "tanh"):
-        return f"torch.{op}({a})"
-    if op in ("relu6", "gelu", "silu", "hardswish", "hardsigmoid"):
-        return f"F.{op}({a})"
-    if op == "identity":
-        return a
-    if op == "leaky_relu":
-        return f"F.leaky_relu({a}, {E(x['negative_slope'])})"
-    if op == "elu":
-        return f"F.elu({a}, {E(x['alpha'])})"
-    if op in ("softmax", "log_softmax"):
-        return f"F.{op}({a}, dim={E(x['dim'])})"
-    if op in ("dropout", "dropout2d"):
-        return f"F.{op}({a}, {E(x['p'])}, self.training)"
-    if op == "lrn":
-        return f"F.local_response_norm({a}, {E(x['size'])}, {E(x['alpha'])}, {E(x['beta'])}, {E(x['k'])})"
-    if op in ("maxpool", "avgpool"):
-        fn = "F.max_pool2d" if op == "maxpool" else "F.avg_pool2d"
-        parts = [a, E(x["kernel_size"])]
-        if x["stride"] != x["kernel_size"] or not is_const(x["padding"], 0):
-            parts.append(E(x["stride"]))
-        if not is_const(x["padding"], 0):
-            parts.append(E(x["padding"]))
-        if op == "maxpool" and not is_const(x["dilation"], 1):
-            parts.append(f"dilation={E(x['dilation'])}")
-        if attrs["ceil_mode"]:
-            parts.append("ceil_mode=True")
-        if op == "avgpool" and not attrs["count_include_pad"]:
-            parts.append("count_include_pad=False")
-        return f"{fn}({', '.join(parts)})"
-    if op in ("adaptive_avgpool", "adaptive_maxpool"):
-        fn = "F.adaptive_avg_pool2d" if op == "adaptive_avgpool" else "F.adaptive_max_pool2d"
-        return f"{fn}({a}, {E(x['output_size'])})"
-    if op == "flatten":
-        end = "" if is_const(x["end_dim"], -1) else f", {E(x['end_dim'])}"
-        return f"torch.flatten({a}, {E(x['start_dim'])}{end})"
-    if op == "reshape":
-        shape = x["shape"]
-        dims = ", ".join(literal(d) for d in shape.const) if shape.is_const else f"*{E(shape)}"
-        return f"{a}.reshape({a}.size(0), {dims})"
-    if op == "transpose":
-        return f"{a}.transpose({E(x['dim0'])}, {E(x['dim1'])})"
-    if op == "slice":
-        if is_const(x["dim"], 1):
-            return f"{a}[:, {E(x['start'])} : {E(x['end'])}]" if not (x["start"].is_const and x["end"].is_const) \
-                else f"{a}[:, {E(x['start'])}:{E(x['end'])}]"
-        return f"{a}.narrow({E(x['dim'])}, {E(x['start'])}, {E(x['end'])} - {E(x['start'])})"
-    if op == "concat":
-        return f"torch.cat([{', '.join(args)}], {E(x['dim'])})"
-    if op == "add":
-        return " + ".join(args)
-    if op == "mul":
-        return " * ".join(args)
-    if op == "affine_grid":
-        size = ", ".join(literal(d) for d in attrs["size"])
-        ac = ", align_corners=True" if attrs["align_corners"] else ", align_corners=False"
-        return f"F.affine_grid({a}, [{a}.size(0), {size}]{ac})"
-    if op == "grid_sample":
-        kw = []
-        if attrs["mode"] != "bilinear":
-            kw.append(f'mode="{attrs["mode"]}"')
-        if attrs["padding_mode"] != "zeros":
-            kw.append(f'padding_mode="{attrs["padding_mode"]}"')
-        kw.append("align_corners=True" if attrs["align_corners"] else "align_corners=False")
-        return f"F.grid_sample({', '.join(args + kw)})"
-    raise ArchError(f"The PyTorch backend has no rule for op '{op}'.")
+    def at_default(name, default):
+        if default is ...:
+            return False
+        if isinstance(default, Same):
+            return x.get(name) == x.get(default.other)
+        if name in x:
+            return is_const(x[name], default)
+        return attrs[name] == default and type(attrs[name]) is type(default)
+    args = [(text(n), at_default(n, d)) for n, d in form.args]
+    while args and args[-1][1]:
+        args.pop()
+    kw = [f"{n}={text(n)}" for n, d in form.kwargs if not at_default(n, d)]
+    return f"nn.{form.class_name(in_rank)}", [a for a, _ in args], kw
 
 
 def init_lines(op: str, local: str, init, target: str, param, indent: str) -> list:
@@ -261,26 +141,36 @@ class ClassWriter:
     def data(self, j: int) -> dict:
         return self.g.data(self.items[j].nid)
 
+    def low(self, j: int):
+        """The lowering of item j when it is a layer (None for a child module)."""
+        it = self.items[j]
+        return lowering(self.data(j)["op"]) if it.unit is None and it.nid is not None else None
+
     def has_module(self, j: int) -> bool:
         it = self.items[j]
         if it.unit is not None:
             return True
         d = self.data(j)
-        return d["op"] in MODULE_OPS and (self.seq_mode or bool(it.container) or bool(d["params"])
-                                          or not is_position(it.name))
+        return self.low(j).module is not None and (self.seq_mode or bool(it.container) or bool(d["params"])
+                                                   or not is_position(it.name))
 
     def inplace_ok(self, j: int) -> bool:
         """Whether layer j may overwrite its first operand (the rules of archdsl/backends/inplace.py)."""
         it = self.items[j]
-        if it.unit is not None or it.nid is None or not it.inputs or self.data(j)["op"] not in INPLACE_OPS:
+        if it.unit is not None or it.nid is None or not it.inputs or not runs_inplace(self.data(j)["op"]):
             return False
         r = it.inputs[0]
         if r[0] != "it" or list(it.inputs).count(r) != 1 or r in {self._ref_of(n) for n in self.cls.base.outputs}:
             return False
         prod = self.items[r[1]]
-        if prod.unit is not None or prod.nid is None or self.data(r[1])["op"] not in SAFE_PRODUCERS:
+        if prod.unit is not None or prod.nid is None or not may_overwrite(self.data(r[1])["op"]):
             return False
         return sum(list(o.inputs).count(r) for o in self.items) == 1
+
+    def function_expr(self, j: int, args: list) -> str:
+        """Layer j as an expression over its operands' variables (its function form)."""
+        d = self.data(j)
+        return self.low(j).text(Src(self.x(j), d["attrs"], args, [self.g.type_of(s) for s in d["inputs"]]))
 
     def module_expr(self, j: int) -> str:
         it = self.items[j]
@@ -296,9 +186,13 @@ class ClassWriter:
                     args.append(E(e))
             return f"{child.name}({', '.join(args)})"
         d = self.data(j)
-        ctor, args, kw = module_call(d["op"], self.x(j), d["attrs"], len(self.g.data(d["inputs"][0])["shape"]))
-        if d["op"] == "relu" and self.inplace_ok(j):
+        low = self.low(j)
+        ctor, args, kw = module_call(low.module, self.x(j), d["attrs"], len(self.g.data(d["inputs"][0])["shape"]))
+        if low.inplace is not None and self.inplace_ok(j):
             kw = kw + ["inplace=True"]
+        dtype = factory_dtype(self.g, self.items[j].nid)
+        if dtype is not None:
+            kw = kw + [f"dtype={dtype_source(dtype)}"]
         return f"{ctor}({', '.join(args + kw)})"
 
     # -- __init__
@@ -457,7 +351,7 @@ class ClassWriter:
             d = self.data(j)
             for local, pname in sorted(d["params"].items()):
                 p = self.g.params[pname]
-                if p.init == _default_init(d["op"], local):
+                if p.init == self.low(j).default_init(local):
                     continue
                 flag = self.cls.optional.get(it.entity)
                 lines = init_lines(d["op"], local, p.init, self.target(j), p, ind + (INDENT if flag else ""))
@@ -530,13 +424,14 @@ class ClassWriter:
             it = self.items[first]
             n_out = len(it.outputs) if kind == "item" else 1
             out_ref = ("it", first, 0) if kind == "item" else ("it", last, 0)
+            low = self.low(first) if kind == "item" else None
             if kind == "seq" or self.has_module(first):
                 expr = f"{self.attr(name)}({', '.join(args)})"
             else:
-                expr = function_call(self.data(first)["op"], self.x(first), self.data(first)["attrs"], args)
-                if kind == "item" and self.data(first)["op"] == "relu" and self.inplace_ok(first):
-                    expr = f"torch.relu_({args[0]})"
-            if kind == "item" and it.unit is None and self.data(first)["op"] == "identity" and not flag:
+                expr = self.function_expr(first, args)
+                if low.inplace is not None and low.inplace.augmented is None and self.inplace_ok(first):
+                    expr = low.inplace.text(args)
+            if low is not None and low.alias and not flag:
                 var[out_ref] = args[0]
                 live[args[0]] = out_ref
                 continue
@@ -565,9 +460,9 @@ class ClassWriter:
                     reuse = var[r]
             if flag:
                 users = [t for t in range(s + 1, len(steps)) if out_ref in step_inputs[t]]
-                is_add = any(steps[t][0] == "item" and self.items[steps[t][1]].unit is None
-                             and self.data(steps[t][1])["op"] == "add" for t in users)
-                n = fresh(["identity" if is_add else identifier(name), "out"])
+                skip = next((u.skip_name for t in users if steps[t][0] == "item"
+                             and (u := self.low(steps[t][1])) is not None and u.skip_name), None)
+                n = fresh([skip or identifier(name), "out"])
                 lines.append(f"{ind}{n} = {args[0]}")
                 lines.append(f"{ind}if {self.attr(name)} is not None:")
                 lines.extend(self._stmt(n, expr, ind + INDENT))
@@ -580,9 +475,9 @@ class ClassWriter:
                     module = it.unit is not None or kind == "seq"
                     prefer = [label, "out"] if fan_out and module else ["out", label]
                     n = fresh(prefer)
-                if kind == "item" and it.unit is None and self.data(first)["op"] == "add" and n == args[0] \
+                if low is not None and low.inplace is not None and low.inplace.augmented and n == args[0] \
                         and self.inplace_ok(first):
-                    lines.append(f"{ind}{n} += {' + '.join(args[1:])}")
+                    lines.append(f"{ind}{n} {low.inplace.augmented} {low.inplace.text(args)}")
                 else:
                     lines.extend(self._stmt(n, expr, ind))
             var[out_ref] = n
@@ -601,18 +496,17 @@ class ClassWriter:
         return lines
 
     def _role(self, s, steps, step_inputs, out_ref) -> str | None:
-        """Names for the tensors of a spatial transformer: ``theta`` and ``grid``."""
+        """Conventional names (a spatial transformer's ``theta`` and ``grid``: ``result_name`` of the
+        layer, or ``operand_name`` of the one layer that uses it)."""
         kind, first = steps[s][0], steps[s][1]
         if kind != "item" or self.items[first].unit is not None:
             return None
-        op = self.data(first)["op"]
-        if op == "affine_grid":
-            return "grid"
+        if self.low(first).result_name:
+            return self.low(first).result_name
         users = [t for t in range(s + 1, len(steps)) if out_ref in step_inputs[t]]
-        if op == "reshape" and len(users) == 1 and steps[users[0]][0] == "item" \
-                and self.items[steps[users[0]][1]].unit is None \
-                and self.data(steps[users[0]][1])["op"] == "affine_grid":
-            return "theta"
+        if len(users) == 1 and steps[users[0]][0] == "item":
+            user = self.low(steps[users[0]][1])
+            return user.operand_name if user is not None else None
         return None
 
     @staticmethod
@@ -622,7 +516,7 @@ class ClassWriter:
     def _stmt(self, name, expr: str, ind: str) -> list:
         head = f"{name} = " if name else "return "
         one = f"{ind}{head}{expr}"
-        if len(one) <= WIDTH or "(" not in expr:
+        if len(one) <= WIDTH or not _one_call(expr):
             return [one]
         return call(head + expr[:expr.index("(") + 1], _split_args(expr), ind)
 
@@ -698,7 +592,7 @@ class ClassWriter:
         for j, it in enumerate(self.items):
             if it.inputs != (prev,) or len(it.outputs) != 1:
                 return False
-            if it.unit is None and self.data(j)["op"] not in MODULE_OPS:
+            if it.unit is None and self.low(j).module is None:
                 return False
             if it.unit is not None and (len(it.unit.inputs) != 1 or len(it.unit.outputs) != 1):
                 return False
@@ -722,6 +616,19 @@ def _flat(entry) -> list:
     for e in entry[2]:
         out.extend([e[1]] if e[0] == "item" else _flat(e))
     return out
+
+
+def _one_call(expr: str) -> bool:
+    """Whether ``expr`` is one call ``f(...)`` whose first parenthesis closes at the end (so that its
+    arguments can be laid out one per line); ``f(a).to(b)`` and ``a + f(b)`` are not."""
+    if "(" not in expr or not expr.endswith(")"):
+        return False
+    depth = 0
+    for i in range(expr.index("("), len(expr)):
+        depth += {"(": 1, ")": -1}.get(expr[i], 0)
+        if depth == 0:
+            return i == len(expr) - 1
+    return False
 
 
 def _split_args(expr: str) -> list:
@@ -820,16 +727,20 @@ def load_source(text: str, name: str = "archdsl_generated"):
 
 
 def build_module(graph: Graph, load_weights: bool = True):
-    """The generated source's model class, instantiated, with the IR's weights copied in."""
-    import numpy as np
+    """The generated source's model class, instantiated, with the IR's weights.
+
+    With weights the class is instantiated on the meta device (nothing is allocated or
+    initialised) and the IR's arrays are assigned as its parameters and buffers."""
     import torch
     text = generate_source(graph)
-    module = load_source(text)
-    analysis_top = _top_class_name(text)
-    model = getattr(module, analysis_top)()
+    cls = getattr(load_source(text), _top_class_name(text))
     if load_weights:
-        state = {name: torch.from_numpy(np.array(p.value, copy=True)) for name, p in graph.params.items()}
-        model.load_state_dict(state, strict=True)
+        target = torch.get_default_device()
+        with torch.device("meta"):
+            model = cls()
+        model.load_state_dict(ir_state(graph, target), strict=True, assign=True)
+    else:
+        model = cls()
     model.archdsl_source = text
     return model
 

@@ -1,11 +1,15 @@
-"""Loading a PyTorch ``state_dict`` into the IR's parameters, by name.
+"""PyTorch ``state_dict`` values into the IR's parameters, by name: from a file, or from a module.
 
-The file is read with ``torch.load(..., weights_only=True)``, which refuses
-arbitrary pickled objects, so a weights file cannot run code. It may hold the
-state_dict itself or a checkpoint dict ``{"state_dict": ...}``. Every name must
-match: a file with missing, unexpected or wrong-shaped tensors is refused as a
-whole with an :class:`ArchError` that lists a few of each and counts the rest
-(batch-norm ``num_batches_tracked`` counters may be absent, as PyTorch allows).
+``load_weights`` reads a file with ``torch.load(..., weights_only=True)``, which
+refuses arbitrary pickled objects, so a weights file cannot run code. It may hold
+the state_dict itself or a checkpoint dict ``{"state_dict": ...}``.
+``update_from_state_dict`` (``archdsl.from_torch``) takes a module or a state_dict
+in memory, such as a trained generated module's, and returns a new graph.
+
+Either way every name must match: missing, unexpected or wrong-shaped tensors
+are refused as a whole with an :class:`ArchError` that lists a few of each and
+counts the rest (batch-norm ``num_batches_tracked`` counters may be absent, as
+PyTorch allows). Values are converted to each parameter's IR dtype.
 """
 from __future__ import annotations
 
@@ -13,11 +17,11 @@ import pickle
 import re
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..diagnostics import ArchError, Note
 from ..ir.graph import Graph
+from .torch_tensors import to_array
 
 SHOWN = 5
 
@@ -57,9 +61,11 @@ def _shape(shape) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ")"
 
 
-def load_weights(graph: Graph, path) -> None:
-    """Replace the values of ``graph.params`` with the tensors of a state_dict file."""
-    state = read_state_dict(path)
+def check_names(graph: Graph, state: dict, what: str, where: str) -> None:
+    """ArchError unless ``state`` has exactly the graph's parameter names and shapes.
+
+    ``what`` starts the message (``"The weights in 'x.pt'"``), ``where`` names the
+    state in the notes (``"the file"``)."""
     params = graph.params
     missing = [n for n in params if n not in state and not n.endswith(".num_batches_tracked")]
     unexpected = [n for n in state if n not in params]
@@ -68,20 +74,48 @@ def load_weights(graph: Graph, path) -> None:
         counts = [f"{len(missing)} missing", f"{len(unexpected)} unexpected", f"{len(wrong)} wrong-shaped"]
         notes = []
         if missing:
-            notes.append(Note(f"missing from the file: {_listing(missing)}"))
+            notes.append(Note(f"missing from {where}: {_listing(missing)}"))
         if unexpected:
             notes.append(Note(f"not in the model: {_listing(unexpected)}"))
         if wrong:
-            shown = [f"{n} is {_shape(state[n].shape)} in the file but {_shape(params[n].shape)} in the model"
+            shown = [f"{n} is {_shape(state[n].shape)} in {where} but {_shape(params[n].shape)} in the model"
                      for n in wrong]
             notes.append(Note("wrong shape: " + "; ".join(shown[:SHOWN])
                               + (f"; and {len(wrong) - SHOWN} more" if len(wrong) > SHOWN else "")))
-        raise ArchError(f"The weights in '{Path(path)}' do not match model '{graph.name}' "
-                        f"({', '.join(counts)} names).", None, notes)
-    for name, p in params.items():
-        if name not in state:
-            continue
-        t = state[name].detach()
-        if t.dtype in (torch.bfloat16, torch.float16):
-            t = t.float()
-        p.value = np.array(t.numpy(), dtype=p.dtype, copy=True)
+        raise ArchError(f"{what} do not match model '{graph.name}' ({', '.join(counts)} names).", None, notes)
+
+
+def _assign(graph: Graph, state: dict) -> None:
+    """Each parameter named in ``state`` takes its values, converted to the parameter's dtype."""
+    for name, p in graph.params.items():
+        if name in state:
+            p.value = to_array(state[name], p.dtype)
+
+
+def load_weights(graph: Graph, path) -> None:
+    """Replace the values of ``graph.params`` with the tensors of a state_dict file."""
+    state = read_state_dict(path)
+    check_names(graph, state, f"The weights in '{Path(path)}'", "the file")
+    _assign(graph, state)
+
+
+def update_from_state_dict(graph: Graph, state_dict_or_module) -> Graph:
+    """A copy of ``graph`` whose parameter values are the tensors of a state_dict (or a module's), by name.
+
+    The graph itself is not changed. Names and shapes must match exactly (as for
+    ``load_weights``); values are converted to each parameter's IR dtype.
+    """
+    state = state_dict_or_module
+    if isinstance(state, torch.nn.Module):
+        state = state.state_dict()
+    if not isinstance(state, dict):
+        raise ArchError(f"from_torch takes a torch.nn.Module or its state_dict, not {type(state).__name__}; "
+                        "pass the module itself or module.state_dict().")
+    bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ArchError(f"The state_dict given to from_torch maps {bad[0]!r} to "
+                        f"{type(state[bad[0]]).__name__}, not a tensor; pass module.state_dict().")
+    check_names(graph, state, "The tensors of the state_dict", "the state_dict")
+    out = graph.copy()
+    _assign(out, state)
+    return out

@@ -12,7 +12,8 @@ import sys
 
 from ..diagnostics import ArchError
 
-COMMANDS = ["check", "stats", "ir", "fmt", "compile", "opt", "passes", "run", "bench", "bench-frontend", "viz"]
+COMMANDS = ["check", "stats", "ir", "fmt", "compile", "opt", "passes", "run", "bench", "bench-frontend", "bench-construct",
+            "viz"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import typing
 from dataclasses import MISSING
 
 
@@ -11,9 +12,10 @@ def describe() -> list[dict]:
     for name, cls in registry().items():
         opts = []
         for f in cls.options():
-            default = None if f.default is MISSING else f.default
-            opts.append({"name": f.name, "type": option_type(cls, f.name).__name__,
-                         "default": format_value(default) if default is not None else None,
+            typ = option_type(cls, f.name)
+            args = [a.__name__ for a in typing.get_args(typ) if a is not type(None)]
+            opts.append({"name": f.name, "type": f"{args[0]} or none" if args else typ.__name__,
+                         "default": None if f.default is MISSING else format_value(f.default),
                          "doc": f.metadata.get("doc", "")})
         out.append({"name": name, "summary": cls.summary(), "options": opts})
     return out

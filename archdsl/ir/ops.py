@@ -69,6 +69,7 @@ class Channels:
     kind: str
     params: tuple = ()       # (local, axis) indexed by output channel
     consumes: tuple = ()     # (local, axis) indexed by input channel ("produce")
+    width: str = ""          # the attribute holding the output channel count ("produce": out_channels)
 
 
 SAME = Channels("same")
@@ -272,8 +273,8 @@ register(OpDef("conv", (
     Arg("padding", "pair", 0), Arg("dilation", "pair", 1), Arg("groups", "int", 1),
     Arg("bias", "bool", True), Arg("weight_init", "init", "default"), Arg("bias_init", "init", "default"),
 ), infer=_conv_infer, params=_conv_params, macs=_conv_macs,
-    channels=Channels("produce", (("weight", 0), ("bias", 0)), (("weight", 1),)),
-        doc="2-D convolution (torch.nn.Conv2d); in-channels come from the input."))
+    channels=Channels("produce", (("weight", 0), ("bias", 0)), (("weight", 1),), "out_channels"),
+    doc="2-D convolution (torch.nn.Conv2d); in-channels come from the input."))
 
 
 def _linear_infer(a, shapes):
@@ -298,8 +299,8 @@ register(OpDef("linear", (
     Arg("out_features", "int"), Arg("bias", "bool", True), Arg("weight_init", "init", "default"),
     Arg("bias_init", "init", "default"),
 ), infer=_linear_infer, params=_linear_params,
-    channels=Channels("produce", (("weight", 0), ("bias", 0)), (("weight", 1),)),
-        macs=lambda a, s, out: numel(out) * s[0][-1],
+    channels=Channels("produce", (("weight", 0), ("bias", 0)), (("weight", 1),), "out_features"),
+    macs=lambda a, s, out: numel(out) * s[0][-1],
     doc="Fully connected layer over the last dimension (torch.nn.Linear)."))
 
 

@@ -40,7 +40,7 @@ class Param:
     @property
     def value(self) -> np.ndarray:
         if self._value is None:
-            self._value = self._initialise()
+            self._value = np.asarray(self._initialise(), dtype=numpy_dtype(self.dtype))
         return self._value
 
     @value.setter
@@ -78,11 +78,11 @@ class Param:
     def _initialise(self) -> np.ndarray:
         init, shape = self.init, self.shape
         if isinstance(init, (list, tuple)):
-            return np.asarray(init, dtype=self.dtype).reshape(shape)
+            return np.asarray(init, dtype=numpy_dtype(self.dtype)).reshape(shape)
         if init == "zeros":
-            return np.zeros(shape, self.dtype)
+            return np.zeros(shape, numpy_dtype(self.dtype))
         if init == "ones":
-            return np.ones(shape, self.dtype)
+            return np.ones(shape, numpy_dtype(self.dtype))
         rng = self._rng()
         if init == "default":
             return self._uniform(rng, 1.0 / math.sqrt(self.fan_in) if self.fan_in > 0 else 0.0)

@@ -233,6 +233,8 @@ class Pass:
 
 
 def format_value(value) -> str:
+    if value is None:
+        return "none"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):

@@ -31,31 +31,13 @@ from archdsl.ir.verify import verify  # noqa: E402
 from archdsl.passes import run_pipeline  # noqa: E402
 from archdsl.passes.fold_bn import FoldBatchNorm  # noqa: E402
 
-from zoo import load_small, zoo_models  # noqa: E402
+from zoo import load_small, randomise_bn, zoo_models  # noqa: E402
 TOL = 1e-5
 HAS_ONNX = importlib.util.find_spec("archdsl.backends.onnx_export") is not None
 
 
 
 # ---- helpers -------------------------------------------------------------------------------
-
-def randomise_bn(g, seed: int = 0, zero_shift: bool = False) -> None:
-    """Running statistics and affine parameters far from the defaults (mean 0, var 1, gamma 1, beta 0)."""
-    rng = np.random.default_rng(seed)
-    for n in g.nodes():
-        if n.op != "bn":
-            continue
-        c = n.shape[1]
-        values = {"running_mean": rng.uniform(-0.5, 0.5, c), "running_var": rng.uniform(0.3, 2.5, c),
-                  "weight": rng.uniform(0.5, 1.5, c) * rng.choice([-1.0, 1.0], c),
-                  "bias": rng.uniform(-0.5, 0.5, c)}
-        if zero_shift:
-            values["running_mean"][:] = 0.0
-            values["bias"][:] = 0.0
-        for local, v in values.items():
-            if local in n.params:
-                n.param(local).value = v.astype(np.float32)
-
 
 def inputs_for(g, seed: int = 1) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)

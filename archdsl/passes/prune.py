@@ -1,0 +1,294 @@
+"""``prune``: structured channel pruning. Removed channels are physically removed, and every tensor tied
+to them shrinks with them.
+
+**Groups.** :func:`archdsl.ir.channels.channel_groups` finds, from the op
+registry alone, the units (channels) that must go together and, for each, the
+parameter slices it owns: producers' filters and biases and batch-norm entries
+(role ``out``) and every consumer's in-slice (role ``in``), through residual
+adds, concatenations, grouped and depthwise convs, channel shuffles, SE gates
+and flatten -> linear. A group that cannot be pruned (it reaches a model input
+or output, a softmax over channels, a sampling grid...) is reported with the
+reason and its span.
+
+**Exactness.** Removing unit ``u`` deletes all of its slices. Every value that
+channel ``u`` carries reaches the rest of the network only through the
+consumers' in-slices, so the pruned network computes exactly what the original
+computes with those in-slices set to zero: *physically pruned == masked*
+(tested on every zoo model with random batch-norm statistics). A channel that
+was already dead (zero after its batch norm) therefore leaves the outputs
+unchanged.
+
+**How many.** ``ratio=r`` removes ``floor(r * n)`` of the ``n`` units of every
+prunable group (uniform, local ranking). ``macs=m`` instead keeps a fraction
+``m`` of the model's MACs: every group's scores are divided by the group's mean
+(so groups compare), and one global threshold ``t`` is lowered until the MACs
+of the pruned model (counted exactly, from the new shapes through the
+registry's MAC rules) reach ``m`` times the original, removing at most
+``floor(max_ratio * n)`` units of any group. ``round_to=k`` keeps each group's
+channel count a multiple of ``k`` (rounding the count kept up), for kernels
+that like aligned widths. Within a group the units with the lowest scores go
+first (see :mod:`archdsl.passes.importance` for the criteria).
+
+**Attributes.** After the slices are removed, each op's attributes follow from
+the new shapes: a producer's width attribute (the registry's
+``Channels.width``: ``out_channels``, ``out_features``) shrinks by the units
+removed from its output, a depthwise conv's ``groups`` by the conv groups
+removed, a ``slice`` keeps the same surviving positions, and a ``reshape``'s
+target shape becomes the new shape; then every type is re-inferred.
+"""
+from __future__ import annotations
+
+import fnmatch
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..diagnostics import IRError
+from ..ir import ops
+from ..ir.channels import ChannelGroup, channel_groups
+from ..ir.graph import Graph
+from ..ir.verify import infer_types
+from .base import Pass, PassReport, register
+from .context import PassContext
+from .importance import CRITERIA, scores
+
+
+def _removed_count(size: int, want: int, round_to: int, cap: int | None = None) -> int:
+    """Units to remove from a group of ``size`` so that the count kept is a multiple of ``round_to``."""
+    want = min(want, size - 1 if cap is None else min(cap, size - 1))
+    keep = size - max(want, 0)
+    if round_to > 1:
+        keep = min(size, -(-keep // round_to) * round_to)
+    return size - keep
+
+
+class _Plan:
+    """New shapes, attributes and MACs of the graph for a choice of units to remove."""
+
+    def __init__(self, graph: Graph, groups: list[ChannelGroup]):
+        self.g = graph
+        self.groups = groups
+        self.order = graph.node_ids()
+        self.touch: dict[int, list] = {}
+        for gi, gr in enumerate(groups):
+            for nid, pos in gr.tensors.items():
+                self.touch.setdefault(nid, []).append((gi, pos))
+        self.groups_of_conv: dict[int, list] = {}
+        for gi, gr in enumerate(groups):
+            for nid, rows in gr.conv_groups.items():
+                self.groups_of_conv.setdefault(nid, []).append((gi, rows))
+
+    def removed(self, removal: dict) -> dict:
+        """node id -> {dim: sorted positions removed from its output}."""
+        out: dict[int, dict] = {}
+        for nid, entries in self.touch.items():
+            for gi, pos in entries:
+                units = removal.get(gi)
+                if units is None or not len(units):
+                    continue
+                dims = out.setdefault(nid, {})
+                idx = pos.index[np.asarray(units, dtype=np.int64)].ravel()
+                dims[pos.dim] = np.union1d(dims.get(pos.dim, np.zeros(0, np.int64)), idx)
+        return out
+
+    def shapes_attrs(self, removal: dict) -> tuple[dict, dict]:
+        """node id -> new shape, and node id -> new attrs for the nodes whose attributes change."""
+        cut = self.removed(removal)
+        shapes, attrs = {}, {}
+        for nid in self.order:
+            d = self.g.data(nid)
+            shape = list(d["shape"])
+            for dim, idx in cut.get(nid, {}).items():
+                shape[dim] -= len(idx)
+            shapes[nid] = tuple(shape)
+            new = self._attrs(nid, d, cut, removal)
+            if new is not None and new != d["attrs"]:
+                attrs[nid] = new
+        return shapes, attrs
+
+    def _attrs(self, nid: int, d: dict, cut: dict, removal: dict) -> dict | None:
+        if d["op"] == "input":
+            return None
+        ch = ops.get(d["op"]).channels
+        a = dict(d["attrs"])
+        if ch.kind == "produce" and ch.width:
+            a[ch.width] -= sum(len(idx) for idx in cut.get(nid, {}).values())
+            for gi, rows in self.groups_of_conv.get(nid, []):
+                units = removal.get(gi)
+                if units is not None and len(units):
+                    a["groups"] -= rows[np.asarray(units, dtype=np.int64)].size
+        elif ch.kind == "slice":
+            x = d["inputs"][0]
+            dim = a["dim"] % len(self.g.data(x)["shape"])
+            gone = cut.get(x, {}).get(dim)
+            if gone is not None:
+                a["start"] -= int(np.sum(gone < d["attrs"]["start"]))
+                a["end"] -= int(np.sum(gone < d["attrs"]["end"]))
+        elif ch.kind == "reshape" and "shape" in a and nid in cut:
+            shape = list(d["shape"])
+            for dim, idx in cut[nid].items():
+                shape[dim] -= len(idx)
+            a["shape"] = tuple(-1 if w == -1 else s for w, s in zip(a["shape"], shape[1:]))
+        return a
+
+    def macs(self, removal: dict) -> int:
+        shapes, attrs = self.shapes_attrs(removal)
+        total = 0
+        for nid in self.order:
+            d = self.g.data(nid)
+            if d["op"] == "input":
+                continue
+            total += ops.macs(d["op"], attrs.get(nid, d["attrs"]), [shapes[i] for i in d["inputs"]], shapes[nid])
+        return total
+
+
+@register
+@dataclass
+class Prune(Pass):
+    """Removes whole channels (structured pruning); every tensor tied to them shrinks with them."""
+
+    name = "prune"
+    ratio: float | None = field(default=None, metadata={
+        "doc": "fraction of the channels removed from every prunable group (uniform)"})
+    macs: float | None = field(default=None, metadata={
+        "doc": "instead: fraction of the model's MACs to keep, groups ranked globally"})
+    max_ratio: float = field(default=0.8, metadata={"doc": "with macs: at most this fraction of any group removed"})
+    criterion: str = field(default="l1", metadata={"doc": "l1, l2, bn-scale, taylor, obd or random"})
+    round_to: int = field(default=1, metadata={"doc": "keep channel counts multiples of this"})
+    keep: str | None = field(default=None, metadata={
+        "doc": "comma-separated scope patterns never pruned (the model outputs' producers always are)"})
+    samples: int = field(default=64, metadata={"doc": "taylor and obd: samples of the data used"})
+
+    def __post_init__(self):
+        if (self.ratio is None) == (self.macs is None):
+            raise ValueError("give exactly one of ratio= (a fraction of channels to remove) and macs= (a fraction "
+                             "of MACs to keep), as in prune{ratio=0.5}")
+        if self.ratio is not None and not 0.0 <= self.ratio < 1.0:
+            raise ValueError(f"ratio must be at least 0 and below 1, but it is {self.ratio:g}")
+        if self.macs is not None and not 0.0 < self.macs <= 1.0:
+            raise ValueError(f"macs must be above 0 and at most 1, but it is {self.macs:g}")
+        if not 0.0 <= self.max_ratio < 1.0:
+            raise ValueError(f"max_ratio must be at least 0 and below 1, but it is {self.max_ratio:g}")
+        if self.criterion not in CRITERIA:
+            raise ValueError(f"there is no criterion '{self.criterion}'; the criteria are {', '.join(CRITERIA)}")
+        if self.round_to < 1:
+            raise ValueError(f"round_to must be at least 1, but it is {self.round_to}")
+        if self.samples < 1:
+            raise ValueError(f"samples must be at least 1, but it is {self.samples}")
+
+    def expected_error(self) -> float:
+        """Pruning changes the function by design (its exactness is against masking, which the tests check)."""
+        return 0.0 if (self.ratio == 0.0 or self.macs == 1.0) else math.inf
+
+    def rewrite(self, graph: Graph, report: PassReport, ctx: PassContext) -> bool:
+        groups = channel_groups(graph)
+        patterns = [p.strip() for p in (self.keep or "").split(",") if p.strip()]
+        cands = []
+        for gi, gr in enumerate(groups):
+            producers = [p for p in gr.producers if graph.data(p)["op"] != "input"]
+            if gr.fixed is not None:
+                if producers:
+                    report.refuse(graph, producers[0], f"Its {gr.size} channels cannot be pruned: {gr.fixed}")
+                continue
+            if gr.output is not None or gr.size < 2:
+                continue
+            if any(_matches(graph.data(p)["scope"], patterns) for p in producers):
+                continue
+            cands.append(gi)
+        if self.ratio == 0.0 or self.macs == 1.0 or not cands:
+            return False
+        sc, used = scores(graph, [groups[i] for i in cands], self.criterion, ctx, self.samples)
+        score = dict(zip(cands, sc))
+        plan = _Plan(graph, groups)
+        if self.ratio is not None:
+            removal = {}
+            for gi in cands:
+                n = _removed_count(groups[gi].size, math.floor(self.ratio * groups[gi].size + 1e-9), self.round_to)
+                removal[gi] = np.sort(np.argsort(score[gi], kind="stable")[:n])
+        else:
+            removal = self._by_macs(plan, groups, cands, score)
+        removal = {gi: u for gi, u in removal.items() if len(u)}
+        if not removal:
+            return False
+        self._apply(graph, plan, groups, removal, report)
+        for gi, how in zip(cands, used):
+            if how != self.criterion and gi in removal:
+                report.did(f"group {gi} ({_names(graph, groups[gi])}) was ranked by {how}")
+        return True
+
+    def _by_macs(self, plan: _Plan, groups, cands, score) -> dict:
+        target = self.macs * plan.macs({})
+        norm = {gi: score[gi] / (score[gi].mean() or 1.0) for gi in cands}
+        ranked = {gi: np.argsort(norm[gi], kind="stable") for gi in cands}
+        thresholds = np.unique(np.concatenate([norm[gi] for gi in cands]))
+
+        def removal_at(k: int) -> dict:
+            t = thresholds[k] if k < len(thresholds) else np.inf
+            out = {}
+            for gi in cands:
+                size = groups[gi].size
+                want = int(np.sum(norm[gi] < t))
+                n = _removed_count(size, want, self.round_to, math.floor(self.max_ratio * size))
+                out[gi] = np.sort(ranked[gi][:n])
+            return out
+
+        lo, hi = 0, len(thresholds)            # the smallest k whose removal reaches the target
+        if plan.macs(removal_at(hi)) > target:
+            return removal_at(hi)              # as far as max_ratio allows
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if plan.macs(removal_at(mid)) <= target:
+                hi = mid
+            else:
+                lo = mid + 1
+        return removal_at(lo)
+
+    def _apply(self, graph: Graph, plan: _Plan, groups, removal: dict, report: PassReport) -> None:
+        shapes, attrs = plan.shapes_attrs(removal)
+        before = {nid: (graph.data(nid)["shape"], dict(graph.data(nid)["attrs"])) for nid in plan.order}
+        kept_out = {}
+        cut = plan.removed(removal)
+        cuts: dict[tuple, np.ndarray] = {}
+        for gi, units in removal.items():
+            for pname, axis, idx in groups[gi].items(units):
+                cuts[(pname, axis)] = np.union1d(cuts.get((pname, axis), np.zeros(0, np.int64)), idx)
+        for (pname, axis), idx in sorted(cuts.items()):
+            size = graph.params[pname].shape[axis]
+            graph.resize_param(pname, axis, np.setdiff1d(np.arange(size), idx))
+        for nid, a in attrs.items():
+            graph.update(nid, attrs=a)
+        infer_types(graph, update=True)
+        for nid in plan.order:
+            if tuple(graph.data(nid)["shape"]) != shapes[nid]:
+                raise IRError(f"prune: node @{graph.data(nid)['scope']} came out as {graph.data(nid)['shape']}, "
+                              f"not the planned {shapes[nid]} (a bug in the channel analysis).",
+                              graph.data(nid)["span"])
+        for nid in plan.order:
+            d = graph.data(nid)
+            ch = ops.get(d["op"]).channels
+            if ch.kind != "produce" or not ch.width:
+                continue
+            old_shape, old_attrs = before[nid]
+            x = d["inputs"][0]
+            row = {"op": d["op"], "channels_before": old_attrs[ch.width], "channels_after": d["attrs"][ch.width],
+                   "in_before": before[x][0][1] if d["op"] == "conv" else before[x][0][-1],
+                   "in_after": graph.data(x)["shape"][1] if d["op"] == "conv" else graph.data(x)["shape"][-1]}
+            if "groups" in d["attrs"] and d["attrs"]["groups"] != old_attrs["groups"]:
+                row["groups_before"], row["groups_after"] = old_attrs["groups"], d["attrs"]["groups"]
+            if row["channels_after"] != row["channels_before"]:
+                dim = next(iter(cut.get(nid, {1: None})))
+                gone = cut.get(nid, {}).get(dim, np.zeros(0, np.int64))
+                kept_out[nid] = np.setdiff1d(np.arange(old_shape[dim]), gone)
+                row["kept"] = kept_out[nid].tolist()
+            report.layer(d["scope"], **row)
+        report.did(f"removed {sum(len(u) for u in removal.values())} channels from {len(removal)} groups")
+
+
+def _matches(scope: str, patterns) -> bool:
+    return any(fnmatch.fnmatchcase(scope, p) or scope.startswith(p + ".") or scope == p for p in patterns)
+
+
+def _names(graph: Graph, group: ChannelGroup) -> str:
+    return ", ".join("@" + graph.data(p)["scope"] for p in group.producers[:3]) + (
+        ", ..." if len(group.producers) > 3 else "")
