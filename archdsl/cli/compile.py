@@ -10,7 +10,7 @@ from pathlib import Path
 from ..diagnostics import ArchError
 from .common import add_pass_args, add_spec_args, load_graph, run_passes
 
-TARGETS = ("torch", "torch-src", "onnx")
+TARGETS = ("torch", "torch-src", "onnx", "arch")
 
 
 def run(args) -> int:
@@ -26,10 +26,17 @@ def run(args) -> int:
         save_module(graph, out)
     elif args.target == "torch-src":
         from ..backends.torch_source import write_source
-        write_source(graph, out)
+        # the source initialises itself as the spec says; weights that came from a file or a
+        # pass go into a state_dict beside it, which the source documents and loads
+        weights = write_source(graph, out, weights=bool(args.weights or args.passes))
+        if weights is not None:
+            print(f"wrote {weights} (the weights; load them with load_weights() from {out.name})")
     elif args.target == "onnx":
         from ..backends.onnx_export import save_onnx
         save_onnx(graph, out, opset=args.opset, functions=args.functions)
+    elif args.target == "arch":
+        from ..backends.arch_emit import write_arch
+        write_arch(graph, out)
     else:  # argparse's choices make this unreachable
         raise ArchError(f"Unknown target '{args.target}'; the targets are {', '.join(TARGETS)}.")
     print(f"wrote {out}")
@@ -40,7 +47,9 @@ def register(sub) -> None:
     p = sub.add_parser("compile", help="generate PyTorch or ONNX from a spec")
     add_spec_args(p)
     p.add_argument("--target", choices=TARGETS, required=True,
-                   help="torch: a saved nn.Module (.pt); torch-src: a standalone Python file; onnx: an ONNX model")
+                   help="torch: a torch.export program; torch-src: a standalone Python file (with --weights or "
+                        "--passes, plus its weights as OUT.pt beside it); onnx: an ONNX model; arch: the "
+                        "graph (after --passes) written back as an .arch spec")
     p.add_argument("-o", "--output", required=True, help="the file to write")
     p.add_argument("--weights", help="a PyTorch state_dict (.pt) to load into the IR by name first")
     add_pass_args(p)
