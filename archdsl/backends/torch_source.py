@@ -747,10 +747,10 @@ def write_source(graph: Graph, path, weights: bool = False) -> Path | None:
     if not weights:
         path.write_text(generate_source(graph))
         return None
-    import torch
+    from .weights import save_weights
     target = weights_path(path)
     text = generate_source(graph, target.name)
-    torch.save(ir_state(graph, torch.device("cpu")), target)
+    save_weights(graph, target)
     path.write_text(text)
     return target
 

@@ -119,3 +119,15 @@ def update_from_state_dict(graph: Graph, state_dict_or_module) -> Graph:
     out = graph.copy()
     _assign(out, state)
     return out
+
+
+def save_weights(graph: Graph, path, rename=None) -> Path:
+    """Write the graph's parameters and buffers as a state_dict (``torch.load(..., weights_only=True)``
+    reads it); ``rename`` maps IR names to the names to store (a written spec's)."""
+    from .torch_tensors import ir_state
+    path = Path(path)
+    state = ir_state(graph, torch.device("cpu"))
+    if rename is not None:
+        state = {rename(k): v for k, v in state.items()}
+    torch.save(state, path)
+    return path

@@ -58,3 +58,12 @@ def run_passes(graph, args):
     ctx = PassContext(data=load_data(args.data) if args.data else None, device=args.device, seed=args.seed,
                       progress=args.progress, verify=args.verify, tolerance=args.tolerance)
     return run_pipeline(graph, args.passes, print_ir_after=args.print_ir_after or (), ctx=ctx)
+
+
+def write_spec_weights(graph, spec_path, spec) -> None:
+    """Write the weights of a graph emitted as a spec beside it (``OUT.pt``, by the spec's names): a spec
+    holds the architecture, the state_dict its values, which ``--weights OUT.pt`` loads strictly."""
+    from ..backends.torch_source import weights_path
+    from ..backends.weights import save_weights
+    target = save_weights(graph, weights_path(spec_path), spec.param_name)
+    print(f"wrote {target} (the weights, by the spec's names: load them with --weights {target.name})")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..diagnostics import ArchError
-from .common import add_pass_args, add_spec_args, load_graph, run_passes
+from .common import add_pass_args, add_spec_args, load_graph, run_passes, write_spec_weights
 
 TARGETS = ("torch", "torch-src", "onnx", "arch")
 
@@ -36,7 +36,9 @@ def run(args) -> int:
         save_onnx(graph, out, opset=args.opset, functions=args.functions)
     elif args.target == "arch":
         from ..backends.arch_emit import write_arch
-        write_arch(graph, out)
+        spec = write_arch(graph, out)
+        if args.weights or args.passes:
+            write_spec_weights(graph, out, spec)
     else:  # argparse's choices make this unreachable
         raise ArchError(f"Unknown target '{args.target}'; the targets are {', '.join(TARGETS)}.")
     print(f"wrote {out}")

@@ -1,31 +1,55 @@
-"""``archc opt``: run a pass pipeline on a spec and emit the optimised IR or its statistics.
+"""``archc opt``: run a pass pipeline on a spec and emit the optimised IR, its statistics or a spec.
 
 Standard output gets what ``--emit`` asks for; standard error gets one summary
 per pass (nodes, parameters and MACs before and after, and what it refused),
-and the IR dumps of ``--print-ir-after``.
+and the IR dumps of ``--print-ir-after``. ``--emit arch`` writes the optimised
+graph back as an ``.arch`` spec (to ``-o OUT.arch``, else to standard output).
 """
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
-from .common import add_pass_args, add_spec_args, load_graph, run_passes
+from ..diagnostics import ArchError
+from .common import add_pass_args, add_spec_args, load_graph, write_spec_weights, run_passes
 
-EMITS = ("ir", "arch-stats", "report")
+EMITS = ("ir", "arch-stats", "report", "arch")
 
 
 def run(args) -> int:
     from ..ir.printer import print_graph
     from ..ir.stats import stats_table
+    spec_out = args.output is not None and Path(args.output).suffix == ".arch"
+    if args.emit == "arch" and args.output is not None and not spec_out:
+        raise ArchError(f"--emit arch writes a spec, so -o must name an .arch file, but it names '{args.output}'; "
+                        "to save the IR as JSON, leave --emit arch out.")
+    if spec_out and args.emit != "arch":
+        raise ArchError(f"-o {args.output} names a spec file; add --emit arch to write the optimised graph as a "
+                        "spec, or give -o a .json name to save the IR.")
     graph = load_graph(args)
     if args.weights:
         from ..backends.weights import load_weights
         load_weights(graph, args.weights)
     result = run_passes(graph, args)
-    if args.output:
+    if args.output and not spec_out:
         from ..ir.serialize import save
         save(result.graph, args.output)
-    if args.emit == "ir":
+    if args.emit == "arch":
+        from ..backends.arch_emit import emit_arch_spec, write_arch
+        spec = write_arch(result.graph, args.output) if spec_out else emit_arch_spec(result.graph)
+        if spec_out:
+            print(f"wrote {args.output}")
+            write_spec_weights(result.graph, Path(args.output), spec)
+        else:
+            sys.stdout.write(spec.text)
+        if not args.quiet:
+            for old, new in sorted(spec.renames.items()):
+                print(f"note: @{old} is named @{new} in the spec (no label can give the original name)",
+                      file=sys.stderr)
+            for note in spec.notes:
+                print(f"note: {note}", file=sys.stderr)
+    elif args.emit == "ir":
         print(print_graph(result.graph))
     elif args.emit == "arch-stats":
         print(stats_table(result.graph))
@@ -37,13 +61,14 @@ def run(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("opt", help="run optimisation passes and print the resulting IR or statistics")
+    p = sub.add_parser("opt", help="run optimisation passes and print the resulting IR, statistics or spec")
     add_spec_args(p)
     add_pass_args(p, required=True)
     p.add_argument("--weights", help="a PyTorch state_dict (.pt) to load into the IR by name before the passes")
     p.add_argument("--emit", choices=EMITS, default="ir",
                    help="ir: the canonical IR text (default); arch-stats: the per-layer statistics table; "
-                        "report: the pass reports as JSON")
-    p.add_argument("-o", "--output", help="also save the optimised IR as FILE.json plus FILE.npz")
+                        "report: the pass reports as JSON; arch: the optimised graph as an .arch spec")
+    p.add_argument("-o", "--output", help="also save the optimised IR as FILE.json plus FILE.npz; with --emit arch, "
+                                          "write the spec to FILE.arch instead of printing it")
     p.add_argument("-q", "--quiet", action="store_true", help="do not print the pass summaries")
     p.set_defaults(fn=run)

@@ -313,3 +313,30 @@ def test_pruned_model_runs_in_onnxruntime():
     (onnx_out,) = sess.run(None, {"x": xs[0]})
     (torch_out,) = outputs(pruned, xs)
     assert np.abs(onnx_out - torch_out).max() <= 1e-4 * max(1.0, np.abs(torch_out).max())
+
+
+# ---- the pruned architecture as a spec -------------------------------------------------------------
+
+@pytest.mark.parametrize("file,model", [("resnet.arch", "resnet50"), ("densenet.arch", "densenet121"),
+                                        ("googlenet.arch", "googlenet")])
+def test_the_emitted_spec_has_the_pruned_macs_and_takes_the_pruned_weights(file, model, tmp_path, capsys):
+    from archdsl.backends.weights import load_weights
+    from archdsl.cli import main
+    from archdsl.ir.printer import print_graph
+    from zoo import ZOO
+    out = tmp_path / "pruned.arch"
+    assert main(["opt", str(ZOO / file), "--model", model, "-D", "size=32" if model != "googlenet" else "size=64",
+                 "--passes", "prune{macs=0.5,round_to=8}", "--emit", "arch", "-o", str(out), "-q"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"wrote {out}", f"wrote {tmp_path / 'pruned.pt'} (the weights, by the spec's names: load them with "
+                        "--weights pruned.pt)"]
+    pruned = run_pipeline(load_small(file, model, 32 if model != "googlenet" else 64),
+                          "prune{macs=0.5,round_to=8}").graph
+    spec = archdsl.load(out)
+    assert totals(spec)["macs"] == totals(pruned)["macs"]
+    assert print_graph(spec, locations=False).split("\n", 1)[1] == print_graph(pruned, locations=False).split(
+        "\n", 1)[1]
+    load_weights(spec, tmp_path / "pruned.pt")            # strict: every name and shape
+    xs = inputs_for(spec)
+    for a, b in zip(outputs(spec, xs), outputs(pruned, xs)):
+        assert np.array_equal(a, b)
