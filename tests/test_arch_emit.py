@@ -1,4 +1,4 @@
-"""Writing the graph IR back as an .arch spec (archdsl/backends/arch_emit.py).
+"""Writing the graph IR back as an .arch spec (archdsl/backends/arch_emit/).
 
 The spec must load to the same graph (same printed IR without locations, same parameter
 names and shapes, weights loading strictly by name), be structured (one block per group of

@@ -1,0 +1,99 @@
+"""The words of a written spec: keywords, names, labels, and the text of values."""
+from __future__ import annotations
+
+import math
+import re
+
+from ...diagnostics import ArchError
+from ...frontend.values import BUILTINS
+from ...ir import ops as registry
+
+KEYWORDS = frozenset("import as block model input output if elif else for in assert parallel dense residual "
+                     "shortcut stn true false none not and or".split())
+NAME = re.compile(r"[A-Za-z_][A-Za-z_0-9]*\Z")
+_NAME_PREFIX = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
+
+
+def language_names() -> set:
+    """The names a spec's own names must not take: the keywords, the ops and the builtins."""
+    return set(KEYWORDS) | set(registry.OPS) | set(BUILTINS)
+
+
+def _float_text(v: float) -> str:
+    if not math.isfinite(v):
+        raise ArchError(f"The value {v} cannot be written in a spec: the language has no infinite or NaN numbers.")
+    text = repr(float(v))
+    if "e" in text:
+        mantissa, exp = text.split("e")
+        return f"{mantissa}e{int(exp)}"
+    return text
+
+
+def _string(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t") + '"'
+
+
+def value_text(v) -> str:
+    """A value as the spec writes it."""
+    if v is None:
+        return "none"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return _float_text(v)
+    if isinstance(v, str):
+        return _string(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(value_text(x) for x in v) + "]"
+    raise ArchError(f"The value {v!r} cannot be written in a spec.")
+
+
+def is_position(name: str) -> bool:
+    return name.isdigit() and name.isascii() and str(int(name)) == name
+
+
+def _suffix_ok(s: str) -> bool:
+    return bool(s) and all(c.isalnum() or c == "_" for c in s)
+
+
+def label_text(name: str) -> str | None:
+    """The label (without ``:``) that makes a layer named ``name``, or None where none can.
+
+    A plain name is written as it is; a keyword or a name with letters beyond ASCII
+    as a computed label ``prefix{"rest"}``, whose suffix may hold any letters, digits
+    and ``_`` (the elaborator's rule).
+    """
+    if not name:
+        return None
+    if NAME.match(name) and name not in KEYWORDS:
+        return name
+    m = _NAME_PREFIX.match(name)
+    if m is None:
+        return None
+    prefix = m.group(0)
+    if prefix in KEYWORDS or len(prefix) == len(name):
+        prefix = prefix[:1] if len(prefix) > 1 or len(name) > 1 else prefix
+    rest = name[len(prefix):]
+    if not _suffix_ok(rest) or not NAME.match(prefix) or prefix in KEYWORDS:
+        return None
+    return f"{prefix}{{{_string(rest)}}}"
+
+
+def identifier(text: str, fallback: str = "v") -> str:
+    """``text`` made a valid name: other characters become ``_``, a leading digit gets a prefix."""
+    out = re.sub(r"[^A-Za-z0-9_]", "_", text)
+    if not out:
+        out = fallback
+    if out[0].isdigit():
+        out = fallback + out
+    return out
+
+
+def unique(want: str, taken, avoid=()) -> str:
+    name, k = want, 1
+    while name in taken or name in avoid or name in KEYWORDS:
+        k += 1
+        name = f"{want}_{k}"
+    return name
