@@ -13,7 +13,7 @@ import sys
 from ..diagnostics import ArchError
 
 COMMANDS = ["check", "stats", "ir", "fmt", "compile", "opt", "passes", "run", "bench", "bench-frontend", "bench-construct",
-            "viz"]
+            "bench-prune", "viz"]
 
 
 def build_parser() -> argparse.ArgumentParser:
