@@ -31,9 +31,10 @@ CRITERIA = ("l1", "l2", "bn-scale", "taylor", "obd", "random")
 
 
 def _reduced(array: np.ndarray, axis: int, fn) -> np.ndarray:
-    """``fn(array)`` summed over every axis but ``axis``: one value per index of ``axis``."""
-    others = tuple(a for a in range(array.ndim) if a != axis % array.ndim)
-    return fn(array.astype(np.float64)).sum(axis=others) if others else fn(array.astype(np.float64))
+    """``fn(array)`` summed over every axis but ``axis``: one value per index of ``axis`` (accumulated in
+    float64, without a float64 copy of the array)."""
+    rows = np.moveaxis(np.asarray(array), axis, 0).reshape(array.shape[axis], -1)
+    return fn(rows).sum(axis=1, dtype=np.float64)
 
 
 def _aggregate(group: ChannelGroup, tensors: dict, fn, only=None) -> np.ndarray:
