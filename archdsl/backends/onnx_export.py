@@ -33,6 +33,7 @@ from onnx import TensorProto, helper, numpy_helper
 from ..diagnostics import ArchError
 from ..ir.graph import Graph
 from ..ir.types import FLOAT_DTYPES, TensorType
+from . import onnx_qoperator as _qoperator
 from .onnx_ops import MIN_OPSET, OP_MIN_OPSET, RULES, onnx_dtype
 
 DEFAULT_OPSET = 20
@@ -190,6 +191,8 @@ class _Exporter:
         self.fn_by_key: dict[bytes, str] = {}
         self.fn_variants: dict[str, int] = {}
         self.tensor_names: dict[int, str] = {}       # main graph only
+        # quantize{format=qoperator}: groups of QDQ nodes emitted as integer operators (onnx_qoperator.py)
+        self.fused = _qoperator.plan(graph) if _qoperator.wanted(graph, functions) else {}
 
     # ---- checks
     def check(self) -> None:
@@ -277,11 +280,16 @@ class _Exporter:
 
     def lower(self, body: Body, nid: int, prefix: str, tensor_of: dict, out_names: dict) -> None:
         d = self.g.data(nid)
-        if d["op"] == "input":
+        fused = self.fused.get(nid)
+        if d["op"] == "input" or fused is _qoperator.SKIP:
             return
         base = _rel(d["scope"], prefix) or d["op"]
         out = self.result_name(body, nid, base, out_names)
         body.begin(base, self.meta(d, nid, prefix), d)
+        if fused is not None:
+            fused(body, tensor_of, out)
+            tensor_of[nid] = out
+            return
         body.types.update({tensor_of[s]: onnx_dtype(self.g.data(s)["dtype"]) for s in d["inputs"]})
         shapes = [self.g.data(s)["shape"] for s in d["inputs"]]
         RULES[d["op"]](body, d, [tensor_of[s] for s in d["inputs"]], out, shapes)
@@ -367,6 +375,8 @@ class _Exporter:
         graph.output.extend(outputs)
         graph.value_info.extend(inner)
         opsets = [helper.make_opsetid("", self.opset)]
+        if any(n.domain == _qoperator.MS for n in body.nodes):
+            opsets.append(helper.make_opsetid(_qoperator.MS, 1))
         if self.fn_protos:
             opsets.append(helper.make_opsetid(FUNCTION_DOMAIN, 1))
         model.opset_import.extend(opsets)
@@ -456,7 +466,8 @@ def onnx_chunks(graph: Graph, opset: int | None = None, functions: bool = False)
     model, weights, _ = _skeleton(graph, opset, functions)
     chunks, tensors = [model.SerializeToString(deterministic=True)], []
     for name, array in weights:
-        array = np.ascontiguousarray(array, array.dtype.newbyteorder("<"))
+        # ascontiguousarray makes a 0-D array 1-D: keep the shape (a per-tensor scale is a scalar)
+        array = np.ascontiguousarray(array, array.dtype.newbyteorder("<")).reshape(np.shape(array))
         head = _tensor_header(name, array).SerializeToString(deterministic=True)
         head += b"\x4a" + _varint(array.nbytes)
         tensors.append((b"\x2a" + _varint(len(head) + array.nbytes) + head, memoryview(array).cast("B")))

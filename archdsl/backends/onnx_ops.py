@@ -344,6 +344,126 @@ def _cast(b, n, ins, out, shapes):
     b.node("Cast", [ins[0]], [out], to=onnx_dtype(n["attrs"]["dtype"]))
 
 
+# ---- quantised and weight-shared layers, per-channel bounds ------------------------------------------
+
+def _dq_param(b, n, local: str) -> str:
+    """``DequantizeLinear`` of an integer parameter with its own quantisation (``Param.quant``)."""
+    p = b.graph.params[n["params"][local]]
+    scale, zero, axis = _quant_arrays(p.quant, p.dtype, len(p.shape))
+    out = b.tmp(f"{local}_dequantized")
+    b.node("DequantizeLinear", [b.param(n, local), b.const(f"{local}_scale", scale),
+                                b.const(f"{local}_zero_point", zero)], [out], suffix=f"Dequantize_{local}", **axis)
+    return out
+
+
+def _conv_node(b, a, args, out):
+    b.node("Conv", args, [out], kernel_shape=list(a["kernel_size"]), strides=list(a["stride"]),
+           pads=_pads(a), dilations=list(a["dilation"]), group=a["groups"])
+
+
+def _linear_node(b, x, w, bias, out, rank):
+    """y = x W^T (+ b): Gemm(transB=1) on 2-D input, else MatMul with the transposed weight (then Add)."""
+    if rank == 2:
+        b.node("Gemm", [x, w] + ([bias] if bias else []), [out], transB=1)
+        return
+    wt = b.tmp("weight_t")
+    b.node("Transpose", [w], [wt], perm=[1, 0], suffix="Transpose")
+    if bias:
+        mm = b.tmp("matmul")
+        b.node("MatMul", [x, wt], [mm], suffix="MatMul")
+        b.node("Add", [mm, bias], [out])
+    else:
+        b.node("MatMul", [x, wt], [out])
+
+
+def _qconv(b, n, ins, out, shapes):
+    """Conv(x, DequantizeLinear(W_int8), DequantizeLinear(b_int32)): the QDQ form onnxruntime fuses into
+    an integer convolution when x is itself dequantised and the result is quantised again."""
+    _conv_node(b, n["attrs"], [ins[0], _dq_param(b, n, "weight"), _dq_param(b, n, "bias")], out)
+
+
+def _qlinear(b, n, ins, out, shapes):
+    _linear_node(b, ins[0], _dq_param(b, n, "weight"), _dq_param(b, n, "bias"), out, len(shapes[0]))
+
+
+def pack_indices(idx: np.ndarray, bits: int) -> tuple[np.ndarray, int]:
+    """``(bytes, per)``: ``per = 8 // bits`` indices per byte for 1, 2 and 4 bits (3 bits as 4), index
+    ``j = per i + k`` in bits ``k*bits .. (k+1)*bits - 1`` of byte ``i``; ``per = 1`` (unpacked) otherwise."""
+    width = {1: 1, 2: 2, 3: 4, 4: 4}.get(bits)
+    if width is None:
+        return np.ascontiguousarray(idx, np.uint8).ravel(), 1
+    per = 8 // width
+    flat = np.asarray(idx, np.uint16).ravel()
+    flat = np.concatenate([flat, np.zeros(-len(flat) % per, np.uint16)]).reshape(-1, per)
+    packed = (flat << (np.arange(per, dtype=np.uint16) * width)).sum(axis=1, dtype=np.uint16).astype(np.uint8)
+    return packed, per
+
+
+def _codebook_weight(b, n) -> str:
+    """W = Gather(codebook, indices): constant, so onnxruntime computes it once, at load. Indices of 1, 2, 3
+    or 4 bits are stored packed (``pack_indices``) and unpacked by integer Div and Mod."""
+    p = b.graph.params[n["params"]["indices"]]
+    packed, per = pack_indices(p.value, n["attrs"]["bits"])
+    w = b.tmp("weight")
+    if per == 1:
+        wide = b.tmp("indices_int64")
+        b.node("Cast", [b.param(n, "indices")], [wide], to=TensorProto.INT64, suffix="Cast_indices")
+    else:
+        width = 8 // per
+        wide32, column, spread, digits, flat, cut = (b.tmp(t) for t in (
+            "packed_int32", "packed_column", "shifted", "indices_packed", "indices_flat", "indices_int32"))
+        b.node("Cast", [b.const("indices_packed", packed)], [wide32], to=TensorProto.INT32, suffix="Cast_packed")
+        b.node("Reshape", [wide32, b.const("column", np.array([-1, 1], np.int64))], [column], suffix="Column")
+        b.node("Div", [column, b.const("shifts", (2 ** (width * np.arange(per))).astype(np.int32))], [spread],
+               suffix="Shift")
+        b.node("Mod", [spread, b.const("mask", np.array(2 ** width, np.int32))], [digits], suffix="Mask")
+        b.node("Reshape", [digits, b.const("flat", np.array([-1], np.int64))], [flat], suffix="Flatten")
+        b.node("Slice", [flat, b.const("start", np.array([0], np.int64)),
+                         b.const("stop", np.array([p.numel], np.int64))], [cut], suffix="Slice")
+        wide = b.tmp("indices")
+        b.node("Reshape", [cut, b.const("shape", np.array(p.shape, np.int64))], [wide], suffix="Reshape")
+    b.node("Gather", [b.param(n, "codebook"), wide], [w], axis=0, suffix="Gather_codebook")
+    return w
+
+
+def _shared_conv(b, n, ins, out, shapes):
+    bias = [b.param(n, "bias")] if n["attrs"]["bias"] else []
+    _conv_node(b, n["attrs"], [ins[0], _codebook_weight(b, n)] + bias, out)
+
+
+def _shared_linear(b, n, ins, out, shapes):
+    bias = b.param(n, "bias") if n["attrs"]["bias"] else None
+    _linear_node(b, ins[0], _codebook_weight(b, n), bias, out, len(shapes[0]))
+
+
+def _bounds(b, ins, out, shapes, low, high, dtype, lo_limit, hi_limit):
+    """Max with the low bounds and Min with the high ones, each a (1, C, 1, ...) constant; a side on which
+    every channel is unbounded is left out."""
+    view = (1, -1) + (1,) * (len(shapes[0]) - 2)
+    sides = (("Max", low, lo_limit), ("Min", high, hi_limit))
+    steps = [(op, np.asarray(v, dtype).reshape(view)) for op, v, limit in sides if any(x != limit for x in v)]
+    if not steps:
+        b.node("Identity", [ins[0]], [out])
+        return
+    x = ins[0]
+    for k, (op, bound) in enumerate(steps):
+        last = k == len(steps) - 1
+        nxt = out if last else b.tmp(op.lower())
+        b.node(op, [x, b.const("low" if op == "Max" else "high", bound)], [nxt], suffix=None if last else op)
+        x = nxt
+
+
+def _clamp(b, n, ins, out, shapes):
+    a = n["attrs"]
+    _bounds(b, ins, out, shapes, a["low"], a["high"], numpy_dtype(n["dtype"]), -math.inf, math.inf)
+
+
+def _qclamp(b, n, ins, out, shapes):
+    a = n["attrs"]
+    lo, hi = INT_RANGES[n["dtype"]]
+    _bounds(b, ins, out, shapes, a["low"], a["high"], numpy_dtype(n["dtype"]), lo, hi)
+
+
 RULES = {
     "conv": _conv,
     "linear": _linear,
@@ -380,4 +500,10 @@ RULES = {
     "quantize": _quantize,
     "dequantize": _dequantize,
     "cast": _cast,
+    "qconv": _qconv,
+    "qlinear": _qlinear,
+    "shared_conv": _shared_conv,
+    "shared_linear": _shared_linear,
+    "clamp": _clamp,
+    "qclamp": _qclamp,
 }

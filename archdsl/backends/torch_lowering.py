@@ -62,6 +62,8 @@ class Module:
     kwargs: tuple = ()
     features: tuple | None = None
     inits: tuple = ()
+    factory: Callable | None = None    # (graph, nid) -> a subclass of ``cls`` built in memory instead (integer
+                                       # or shared weights); the generated source cannot write these layers
 
     def class_name(self, rank: int) -> str:
         if isinstance(self.cls, str):
@@ -204,6 +206,33 @@ def _dequantize(a, types):
             z = torch.tensor(zero, device=t.device).view(view)
         return ((t.to(wide) - z) * s).float()
     return dequantize
+
+
+def _bounds_view(values, rank: int, dtype, device) -> torch.Tensor:
+    return torch.tensor(values, dtype=dtype, device=device).view((1, -1) + (1,) * (rank - 2))
+
+
+def _clamp(a, types):
+    """min(max(x, low_c), high_c) along dimension 1 (float bounds, +-inf for an open side; integer bounds
+    for ``qclamp``, on the integers)."""
+    rank = len(types[0].shape)
+
+    def clamp(x):
+        lo = _bounds_view(a["low"], rank, x.dtype, x.device)
+        hi = _bounds_view(a["high"], rank, x.dtype, x.device)
+        return torch.minimum(torch.maximum(x, lo), hi)
+    return clamp
+
+
+def _clamp_text(c: "Src") -> str:
+    rank = len(c.types[0].shape)
+    view = ", ".join(["1", "-1"] + ["1"] * (rank - 2))
+
+    def bound(values):
+        text = literal([float(v) for v in values] if c.types[0].is_float else list(values))
+        text = text.replace("inf", 'float("inf")')
+        return f"{c.a}.new_tensor({text}).view({view})"
+    return f"torch.minimum(torch.maximum({c.a}, {bound(c.attrs['low'])}), {bound(c.attrs['high'])})"
 
 
 def _cast(a, types):
@@ -376,7 +405,33 @@ LOWERINGS: dict[str, Lowering] = {
     "quantize": Lowering(run=_quantize, text=_quantize_text, literals=("scale", "zero_point", "axis")),
     "dequantize": Lowering(run=_dequantize, text=_dequantize_text),
     "cast": Lowering(run=_cast, text=lambda c: f"{c.a}.to({dtype_source(c.attrs['dtype'])})"),
+    "qconv": Lowering(
+        Module("Conv2d", (("in_channels", ...), ("out_channels", ...)),
+               (("kernel_size", ...), ("stride", 1), ("padding", 0), ("dilation", 1), ("groups", 1)),
+               features=("in_channels", 1), factory=lambda g, nid: _quant().QuantConv2d.from_graph(g, nid)),
+        keeps_output=False),
+    "qlinear": Lowering(
+        Module("Linear", (("in_features", ...), ("out_features", ...)), features=("in_features", -1),
+               factory=lambda g, nid: _quant().QuantLinear.from_graph(g, nid)),
+        keeps_output=False, by_rank=True),
+    "shared_conv": Lowering(
+        Module("Conv2d", (("in_channels", ...), ("out_channels", ...)),
+               (("kernel_size", ...), ("stride", 1), ("padding", 0), ("dilation", 1), ("groups", 1),
+                ("bias", True)), features=("in_channels", 1),
+               factory=lambda g, nid: _quant().SharedConv2d.from_graph(g, nid)),
+        keeps_output=False),
+    "shared_linear": Lowering(
+        Module("Linear", (("in_features", ...), ("out_features", ...)), (("bias", True),),
+               features=("in_features", -1), factory=lambda g, nid: _quant().SharedLinear.from_graph(g, nid)),
+        keeps_output=False, by_rank=True),
+    "clamp": Lowering(run=_clamp, text=_clamp_text),
+    "qclamp": Lowering(run=_clamp, text=_clamp_text),
 }
+
+
+def _quant():
+    from . import torch_quant
+    return torch_quant
 
 
 def get(op: str) -> Lowering | None:

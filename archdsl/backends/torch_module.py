@@ -85,7 +85,11 @@ class ArchModule(nn.Module):
             if d["op"] == "input":
                 continue
             low = lowering(d["op"])
-            if low.module is not None:
+            if low.module is not None and low.module.factory is not None:     # integer or shared weights
+                module = low.module.factory(graph, nid)
+                _install(self, d["scope"], module)
+                fn = ("module", d["scope"])
+            elif low.module is not None:
                 module = build_layer(low.module, d, [graph.data(s)["shape"] for s in d["inputs"]],
                                      factory_dtype(graph, nid))
                 if nid in inplace:                       # relu: see inplace.py

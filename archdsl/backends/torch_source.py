@@ -28,6 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..diagnostics import ArchError
 from ..ir.graph import Graph
 from .inplace import may_overwrite, runs_inplace
 from .torch_classes import Analysis, ClassDef, identifier, is_position
@@ -77,6 +78,10 @@ def module_call(form: Module, x: dict, attrs: dict, in_rank: int) -> tuple:
 
     Arguments at their defaults are left out (trailing ones, for positional arguments).
     """
+    if form.factory is not None:
+        raise ArchError(f"The generated PyTorch source cannot yet write the archdsl layer that stands for an "
+                        f"nn.{form.class_name(in_rank)} with integer or shared weights (made by the quantize and "
+                        "weight-share passes); use archdsl.to_torch(graph) or the ONNX target for such a graph.")
     def text(name):
         return E(x[name]) if name in x else literal(attrs[name])
 

@@ -13,7 +13,7 @@ import sys
 from ..diagnostics import ArchError
 
 COMMANDS = ["check", "stats", "ir", "fmt", "compile", "opt", "passes", "run", "bench", "bench-frontend", "bench-construct",
-            "bench-prune", "viz"]
+            "bench-prune", "bench-quant", "viz", "train", "eval", "distill", "compress-report"]
 
 
 def build_parser() -> argparse.ArgumentParser:

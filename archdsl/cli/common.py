@@ -46,6 +46,8 @@ def add_pass_args(p: argparse.ArgumentParser, required: bool = False) -> None:
     p.add_argument("--data", metavar="FILE.npz",
                    help="samples for passes that learn from data (calibration, importances) and for --verify: "
                         "an .npz with an array 'x' (inputs, batch first) and optionally 'y' (labels)")
+    p.add_argument("--calib-samples", type=int, default=None, metavar="N",
+                   help="calibrate quantisation on the first N samples of --data (default: the pass's own, 512)")
     p.add_argument("--seed", type=int, default=0, help="seed for the passes' random choices (default 0)")
     p.add_argument("--device", default="cpu", help="where passes that run the model run it (default cpu)")
     p.add_argument("--progress", action="store_true", help="show progress bars for long passes")
@@ -56,7 +58,8 @@ def run_passes(graph, args):
     from ..passes.context import PassContext, load_data
     from ..passes.pipeline import run_pipeline
     ctx = PassContext(data=load_data(args.data) if args.data else None, device=args.device, seed=args.seed,
-                      progress=args.progress, verify=args.verify, tolerance=args.tolerance)
+                      progress=args.progress, verify=args.verify, tolerance=args.tolerance,
+                      calib_samples=getattr(args, "calib_samples", None))
     return run_pipeline(graph, args.passes, print_ir_after=args.print_ir_after or (), ctx=ctx)
 
 

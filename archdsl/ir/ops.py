@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .shape_rules import ShapeError, broadcast, expect_rank, fmt, norm_dim, numel, window_out
-from .types import DTYPES, FLOAT_DTYPES, QUANT_DTYPES, QuantParams, TensorType
+from .types import DTYPES, FLOAT_DTYPES, INT_RANGES as INT_RANGES_Q, QUANT_DTYPES, QuantParams, TensorType
 
 
 @dataclass(frozen=True)
@@ -620,3 +620,130 @@ register(OpDef("dequantize", (), infer=_same, types=_dequantize_types, category=
 register(OpDef("cast", (Arg("dtype", "choice:" + "|".join(DTYPES)),), infer=_same, types=_cast_types,
                channels=SAME, category="quantisation", internal=True,
                doc="Converts the elements to another dtype (ONNX Cast)."))
+
+
+# ---- quantised and weight-shared layers (made by the quantize and weight-share passes) -------------
+#
+# ``qconv``/``qlinear`` are conv and linear layers whose weights are stored as integers: an int8
+# ``weight`` (its Param's ``quant``: one scale per output channel along axis 0, or one per tensor,
+# zero point 0) and an int32 ``bias`` (scale = input scale * weight scale, zero point 0). They compute
+# in floating point on their (dequantised) input, y = conv(x, dequantize(W)) + dequantize(b), which is
+# exactly what ONNX's QDQ form spells, DequantizeLinear on each operand of a float Conv: a runtime that
+# sees the quantised activation in front (quantize -> dequantize -> qconv) runs it as an integer
+# convolution with int32 accumulation. ``shared_conv``/``shared_linear`` hold k-means weight sharing:
+# uint8 ``indices`` of the weight's shape into a float32 ``codebook`` of 2^bits centroids,
+# W = codebook[indices]. ``clamp`` and ``qclamp`` are per-channel bounds (dimension 1) on a float and on
+# a quantised tensor: min(max(x, low_c), high_c).
+
+_CONV_GEOMETRY = (Arg("out_channels", "int"), Arg("kernel_size", "pair"), Arg("stride", "pair", 1),
+                  Arg("padding", "pair", 0), Arg("dilation", "pair", 1), Arg("groups", "int", 1))
+_PLAIN = {"bias": True, "weight_init": "default", "bias_init": "default"}
+
+
+def _as_conv(a) -> dict:
+    return {**a, **_PLAIN}
+
+
+def _qconv_params(a, shapes):
+    specs = _conv_params(_as_conv(a), shapes)
+    w = specs["weight"]
+    return {"weight": ParamSpec(w.shape, "zeros", w.fan_in, w.fan_out, dtype="int8"),
+            "bias": ParamSpec((a["out_channels"],), "zeros", w.fan_in, w.fan_out, dtype="int32")}
+
+
+register(OpDef("qconv", _CONV_GEOMETRY, infer=lambda a, s: _conv_infer(_as_conv(a), s), params=_qconv_params,
+               macs=lambda a, s, out: _conv_macs(a, s, out), category="quantisation", internal=True,
+               doc="Conv with int8 weights (per output channel) and an int32 bias: conv(x, dequantize(W)) + "
+                   "dequantize(b) (ONNX QDQ Conv)."))
+
+
+def _qlinear_params(a, shapes):
+    fin = shapes[0][-1]
+    return {"weight": ParamSpec((a["out_features"], fin), "zeros", fin, a["out_features"], dtype="int8"),
+            "bias": ParamSpec((a["out_features"],), "zeros", fin, a["out_features"], dtype="int32")}
+
+
+register(OpDef("qlinear", (Arg("out_features", "int"),),
+               infer=lambda a, s: _linear_infer({**a, **_PLAIN}, s), params=_qlinear_params,
+               macs=lambda a, s, out: numel(out) * s[0][-1], category="quantisation", internal=True,
+               doc="Linear with int8 weights (per output feature) and an int32 bias (ONNX QDQ Gemm)."))
+
+
+def _check_bits(op, a):
+    if not 1 <= a["bits"] <= 8:
+        raise ShapeError(f"'{op}' stores indices in 8 bits, so bits must be 1 to 8, but it is {a['bits']}.")
+
+
+def _shared_conv_infer(a, shapes):
+    _check_bits("shared_conv", a)
+    return _conv_infer({**a, "weight_init": "default", "bias_init": "default"}, shapes)
+
+
+def _shared_conv_params(a, shapes):
+    specs = _conv_params({**a, "weight_init": "default", "bias_init": "default"}, shapes)
+    w = specs.pop("weight")
+    out = {"indices": ParamSpec(w.shape, "zeros", w.fan_in, w.fan_out, trainable=False, dtype="uint8"),
+           "codebook": ParamSpec((2 ** a["bits"],), "zeros", w.fan_in, w.fan_out)}
+    out.update(specs)
+    return out
+
+
+register(OpDef("shared_conv", _CONV_GEOMETRY + (Arg("bias", "bool", True), Arg("bits", "int", 8)),
+               infer=_shared_conv_infer, params=_shared_conv_params,
+               macs=lambda a, s, out: _conv_macs(a, s, out), category="quantisation", internal=True,
+               doc="Conv whose weight is codebook[indices]: uint8 indices, 2^bits float centroids (k-means "
+                   "weight sharing)."))
+
+
+def _shared_linear_infer(a, shapes):
+    _check_bits("shared_linear", a)
+    return _linear_infer({**a, "weight_init": "default", "bias_init": "default"}, shapes)
+
+
+def _shared_linear_params(a, shapes):
+    fin = shapes[0][-1]
+    out = {"indices": ParamSpec((a["out_features"], fin), "zeros", fin, a["out_features"], trainable=False,
+                                dtype="uint8"),
+           "codebook": ParamSpec((2 ** a["bits"],), "zeros", fin, a["out_features"])}
+    if a["bias"]:
+        out["bias"] = ParamSpec((a["out_features"],), "zeros", fin, a["out_features"])
+    return out
+
+
+register(OpDef("shared_linear", (Arg("out_features", "int"), Arg("bias", "bool", True), Arg("bits", "int", 8)),
+               infer=_shared_linear_infer, params=_shared_linear_params,
+               macs=lambda a, s, out: numel(out) * s[0][-1], category="quantisation", internal=True,
+               doc="Linear whose weight is codebook[indices] (k-means weight sharing)."))
+
+
+def _clamp_infer(op):
+    def rule(a, shapes):
+        (x,) = shapes
+        if len(x) < 2:
+            raise ShapeError(f"'{op}' bounds dimension 1, but its input {fmt(x)} has none.")
+        if len(a["low"]) != x[1] or len(a["high"]) != x[1]:
+            raise ShapeError(f"'{op}' needs one low and one high bound per channel ({x[1]}), but got "
+                             f"{len(a['low'])} and {len(a['high'])}.")
+        if any(lo > hi for lo, hi in zip(a["low"], a["high"])):
+            raise ShapeError(f"'{op}' needs low <= high for every channel.")
+        return x
+    return rule
+
+
+def _qclamp_types(a, types):
+    (x,) = types
+    if x.quant is None or x.dtype not in ("int8", "uint8") or x.quant.per_channel:
+        raise ShapeError(f"'qclamp' bounds the integers of a per-tensor quantised int8 or uint8 tensor, but its "
+                         f"input is {x}.")
+    lo, hi = INT_RANGES_Q[x.dtype]
+    if any(not lo <= v <= hi for v in a["low"] + a["high"]):
+        raise ShapeError(f"'qclamp' bounds must lie in the range of {x.dtype}, {lo} to {hi}.")
+    return x.dtype, x.quant
+
+
+register(OpDef("clamp", (Arg("low", "floats"), Arg("high", "floats")), infer=_clamp_infer("clamp"),
+               channels=SAME, category="quantisation", internal=True,
+               doc="Per-channel bounds min(max(x, low_c), high_c) along dimension 1 (+-inf: unbounded)."))
+register(OpDef("qclamp", (Arg("low", "ints"), Arg("high", "ints")), infer=_clamp_infer("qclamp"),
+               types=_qclamp_types, channels=SAME, category="quantisation", internal=True,
+               doc="Per-channel integer bounds on a quantised tensor; the quantisation passes through."))

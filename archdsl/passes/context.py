@@ -36,6 +36,8 @@ class PassContext:
     * ``progress``: whether long work shows a progress bar (on standard error).
     * ``verify``: run the model before and after each pass and compare (``--verify``);
       ``tolerance`` overrides each pass's own expected error.
+    * ``calib_samples``: how many samples of ``data`` calibration uses (``--calib-samples``; None:
+      the pass's default).
     """
     data: dict | None = None
     device: str = "cpu"
@@ -43,6 +45,7 @@ class PassContext:
     progress: bool = False
     verify: bool = False
     tolerance: float | None = None
+    calib_samples: int | None = None
     stream: object = field(default=None, repr=False)      # where progress goes (default: stderr)
 
     def require_data(self, pass_name: str, what: str) -> dict:

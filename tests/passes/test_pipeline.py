@@ -89,8 +89,8 @@ def test_options_are_typed_by_the_dataclass_fields(extra_passes):
 
 ERRORS = [
     ("fold-bm", 1, 8, "There is no pass 'fold-bm'; did you mean 'fold-bn'? The passes are dce, "
-                      "drop-inference-noops, fold-bn and prune."),
-    ("zzz", 1, 4, "There is no pass 'zzz'. The passes are dce, drop-inference-noops, fold-bn and prune."),
+                      "drop-inference-noops, fold-bn, lowrank, prune, quantize and weight-share."),
+    ("zzz", 1, 4, "There is no pass 'zzz'. The passes are dce, drop-inference-noops, fold-bn, lowrank, prune, quantize and weight-share."),
     ("fold-bn{ratio=1}", 9, 14, "Pass 'fold-bn' has no option 'ratio'. It takes no options."),
     ("drop-inference-noops{trainng=true}", 22, 29,
      "Pass 'drop-inference-noops' has no option 'trainng'; did you mean 'training'? Its options are training."),
@@ -378,7 +378,7 @@ def test_archc_opt_errors_are_diagnostics(capsys):
     assert main(["opt", str(RESNET), "--model", "resnet18", "--passes", "fold-bn,dcee"]) == 1
     assert capsys.readouterr().err == (
         "<passes>:1:9: error: There is no pass 'dcee'; did you mean 'dce'? The passes are dce, "
-        "drop-inference-noops, fold-bn and prune.\n 1 | fold-bn,dcee\n   |         ^^^^\n")
+        "drop-inference-noops, fold-bn, lowrank, prune, quantize and weight-share.\n 1 | fold-bn,dcee\n   |         ^^^^\n")
 
 
 def test_archc_opt_saves_the_optimised_ir(tmp_path, capsys):
