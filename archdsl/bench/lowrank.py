@@ -40,57 +40,17 @@ import gc
 import io
 import json
 import math
-import os
 import sys
 import warnings
 from pathlib import Path
+from .host import loadavg, passive_waits  # noqa: F401  (re-exported for the CLI)
+from .host import machine as host_machine
 
 MODELS = (("vgg.arch", "vgg16"), ("alexnet.arch", "alexnet"), ("resnet.arch", "resnet50"))
 TARGET = 0.5
 ROWS = ("base", "lowrank", "lowrank-macs", "uniform", "torchvision", "tltorch")
 BASE_OF = {"tltorch": "torchvision"}          # each row's speed-up is against this row (default: base)
-ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
 ZOO = Path(__file__).resolve().parents[2] / "zoo_specs"
-
-
-def passive_waits() -> bool:
-    """``OMP_WAIT_POLICY=PASSIVE`` unless set; False if torch was already imported (too late then)."""
-    late = "torch" in sys.modules
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    return not late
-
-
-def loadavg() -> list | None:
-    try:
-        return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
-    except (OSError, ValueError):
-        return None
-
-
-def machine(threads: int) -> dict:
-    """CPU model and ISA flags, cores, versions, the date and the load average."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    from .suite import machine as base
-    info = base()
-    flags: set = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    info["isa"] = [f for f in ISA_FLAGS if f in flags]
-    info["threads"] = threads
-    info["OMP_WAIT_POLICY"] = os.environ.get("OMP_WAIT_POLICY")
-    for pkg in ("tensorly", "tensorly-torch"):
-        try:
-            info[pkg] = version(pkg)
-        except PackageNotFoundError:
-            info[pkg] = None
-    info["loadavg_start"] = loadavg()
-    return info
 
 
 # ---- the variants
@@ -328,7 +288,8 @@ def run(zoo: Path = ZOO, models=MODELS, target: float = TARGET, batches=(1, 8), 
     import torch
     from tqdm import tqdm
     torch.set_num_threads(threads)
-    result = {"machine": machine(threads), "target": target, "batches": list(batches), "warmup": warmup,
+    result = {"machine": host_machine(threads, ("tensorly", "tensorly-torch")),
+              "target": target, "batches": list(batches), "warmup": warmup,
               "runs": runs, "omp_passive_in_time": passive, "rows": []}
     with tqdm(total=len(models) * len(batches) * (warmup + runs) * len(ROWS) * 2, desc="bench-lowrank",
               unit="step", disable=not progress, file=sys.stderr, leave=False, dynamic_ncols=True) as bar:
@@ -370,7 +331,8 @@ def run_layers(batches=(1, 8), warmup: int = 1, runs: int = 5, threads: int = 2,
     torch.set_num_threads(threads)
     shapes = [(64, 64, 224), (64, 128, 112), (128, 128, 112), (128, 256, 56), (256, 256, 56), (256, 512, 28),
               (512, 512, 28), (512, 512, 14)]
-    out = {"machine": machine(threads), "batches": list(batches), "runs": runs, "rows": []}
+    out = {"machine": host_machine(threads, ("tensorly", "tensorly-torch")), "batches": list(batches), "runs": runs,
+           "rows": []}
     total = len(shapes) * len(batches) * (warmup + runs) * 10
     with tqdm(total=total, desc="bench-lowrank --layers", disable=not progress, file=sys.stderr, leave=False) as bar:
         for c, n, h in shapes:

@@ -37,59 +37,18 @@ import datetime
 import gc
 import io
 import math
-import os
 import sys
 import warnings
 from pathlib import Path
+from .host import loadavg, passive_waits  # noqa: F401  (re-exported for the CLI)
+from .host import machine as host_machine
 
 MODELS = (("resnet.arch", "resnet50"), ("densenet.arch", "densenet121"), ("googlenet.arch", "googlenet"),
           ("vgg.arch", "vgg16"))
 PASSES = "prune{macs=0.5,criterion=l2,round_to=16}"
 TARGET = 0.5
-ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
 ROWS = ("base", "archdsl", "torchvision", "torch-pruning")   # per backend; speed-ups pair them as below
 PAIRS = {"archdsl": "base", "torch-pruning": "torchvision"}
-
-
-def passive_waits() -> bool:
-    """Set ``OMP_WAIT_POLICY=PASSIVE`` unless the caller chose a policy; False if torch was imported already
-    (then the OpenMP runtime has read its environment and the setting comes too late)."""
-    late = "torch" in sys.modules
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    return not late
-
-
-def machine(threads: int) -> dict:
-    """CPU model, cores and ISA flags, load average, versions and the date."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    from .suite import machine as base
-    info = base()
-    flags: set = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    info["isa"] = [f for f in ISA_FLAGS if f in flags]
-    info["threads"] = threads
-    info["OMP_WAIT_POLICY"] = os.environ.get("OMP_WAIT_POLICY")
-    for pkg in ("torchvision", "torch-pruning"):
-        try:
-            info[pkg] = version(pkg)
-        except PackageNotFoundError:
-            info[pkg] = None
-    info["loadavg_start"] = loadavg()
-    return info
-
-
-def loadavg() -> list | None:
-    try:
-        return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
-    except (OSError, ValueError):
-        return None
 
 
 # ---- counting
@@ -337,7 +296,8 @@ def run(zoo: Path = Path("zoo_specs"), models=MODELS, passes: str = PASSES, batc
     import torch
     from tqdm import tqdm
     torch.set_num_threads(threads)
-    result = {"machine": machine(threads), "passes": passes, "target": TARGET, "batches": list(batches),
+    result = {"machine": host_machine(threads, ("torchvision", "torch-pruning")),
+              "passes": passes, "target": TARGET, "batches": list(batches),
               "warmup": warmup, "runs": runs, "omp_passive_in_time": passive, "rows": []}
     per_model = 4 + len(batches) * (warmup + runs) * 8
     with tqdm(total=per_model * len(models), desc="bench-prune", unit="step", disable=not progress,

@@ -31,46 +31,16 @@ from __future__ import annotations
 
 import gc
 import math
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+from .host import loadavg, passive_waits  # noqa: F401  (re-exported for the CLI)
+from .host import machine as host_machine
 
 MODELS = (("resnet.arch", "resnet50"), ("googlenet.arch", "googlenet"), ("densenet.arch", "densenet121"))
 PASS = "quantize"
-ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8")
 SHARE = ("weight-share{bits=8}", "weight-share{bits=4}", "prune{ratio=0.5},weight-share{bits=5}")
-
-
-def passive_waits() -> None:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
-def machine(threads: int) -> dict:
-    from .suite import machine as base
-    info = base()
-    flags: set = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    info["isa"] = [f for f in ISA_FLAGS if f in flags]
-    info["int8"] = ("AMX" if "amx_int8" in flags else "AVX-512 VNNI" if "avx512_vnni" in flags
-                    else "AVX-VNNI" if "avx_vnni" in flags else "AVX2 only" if "avx2" in flags else "other")
-    info["threads"] = threads
-    info["loadavg_start"] = loadavg()
-    return info
-
-
-def loadavg() -> list | None:
-    try:
-        return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
-    except (OSError, ValueError):
-        return None
 
 
 def trained_like(graph, seed: int = 0) -> None:
@@ -245,7 +215,7 @@ def run(zoo: Path = Path("zoo_specs"), models=MODELS, passes: str = PASS, batche
         runs: int = 20, threads: int = 2, calib: int = 32, share: bool = False, progress: bool = True,
         with_torch: bool = False) -> dict:
     passive_waits()
-    info = machine(threads)
+    info = host_machine(threads, ())
     rows = []
     for file, name in models:
         def stage(text):

@@ -1,0 +1,63 @@
+"""The machine a benchmark ran on: CPU, ISA flags (int8 speed depends on them), load, versions.
+
+Shared by every benchmark so that each records the same facts, and by their command lines for the
+OpenMP wait policy, which must be set before torch is imported.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def passive_waits() -> bool:
+    """Set ``OMP_WAIT_POLICY=PASSIVE`` unless the caller chose a policy; False if torch was imported already
+    (then the OpenMP runtime has read its environment and the setting comes too late)."""
+    late = "torch" in sys.modules
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return not late
+
+
+def loadavg() -> list | None:
+    try:
+        return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
+    except (OSError, ValueError):
+        return None
+
+
+def cpu_flags() -> set:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def int8_isa(flags: set) -> str:
+    """The fastest int8 instructions the CPU has, as benchmarks name them."""
+    return ("AMX" if "amx_int8" in flags else "AVX-512 VNNI" if "avx512_vnni" in flags
+            else "AVX-VNNI" if "avx_vnni" in flags else "AVX2 only" if "avx2" in flags else "other")
+
+
+def machine(threads: int, packages=()) -> dict:
+    """CPU model and ISA flags, cores, threads, the wait policy, versions (with ``packages``), date, load."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from .suite import machine as base
+    info = base()
+    flags = cpu_flags()
+    info["isa"] = [f for f in ISA_FLAGS if f in flags]
+    info["int8"] = int8_isa(flags)
+    info["threads"] = threads
+    info["OMP_WAIT_POLICY"] = os.environ.get("OMP_WAIT_POLICY")
+    for pkg in packages:
+        try:
+            info[pkg] = version(pkg)
+        except PackageNotFoundError:
+            info[pkg] = None
+    info["loadavg_start"] = loadavg()
+    return info
