@@ -141,14 +141,8 @@ def torch_onnx(model, x, opset: int = 17) -> tuple:
 
 
 def ort_session(model_bytes: bytes, threads: int):
-    import onnxruntime as ort
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+    from .runners import quiet_session
+    return quiet_session(model_bytes, threads)
 
 
 def _ort_step(sess, x):

@@ -155,18 +155,12 @@ def ort_runner(model_bytes: bytes, threads: int, label: str):
     """An :class:`~archdsl.bench.runners.OrtRunner` on the CPU whose idle threads do not spin."""
     import onnxruntime as ort
 
-    from .runners import OrtRunner
+    from .runners import OrtRunner, quiet_session
 
     class QuietOrt(OrtRunner):
         def __init__(self):
             self.ort, self.device, self.label, self.threads = ort, "cpu", label, threads
-            opts = ort.SessionOptions()
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
-            self.session = ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+            self.session = quiet_session(model_bytes, threads)
             self._feeds, self._binding, self._out = {}, None, None
     return QuietOrt()
 

@@ -59,14 +59,8 @@ def trained_like(graph, seed: int = 0) -> None:
 
 
 def session(model, threads: int):
-    import onnxruntime as ort
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    from .runners import quiet_session
+    return quiet_session(model, threads)
 
 
 def ort_tool(fp32_path: str, out_path: str, calib) -> float:

@@ -121,6 +121,19 @@ class TorchRunner:
         return [o.detach().float().cpu().numpy() for o in outs]
 
 
+def quiet_session(model_bytes: bytes, threads: int):
+    """A CPU onnxruntime session for timing on a shared machine: ``threads`` intra-op threads, one inter-op
+    thread, and no spinning while waiting (a spinning pool turns milliseconds into seconds under load)."""
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+
+
 class OrtRunner:
     """An onnxruntime session; on CUDA, inputs and outputs are bound to the GPU (no copies timed)."""
 

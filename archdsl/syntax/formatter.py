@@ -173,7 +173,7 @@ def _prec(e) -> int:
     return 10
 
 
-def _float(v: float) -> str:
+def float_text(v: float) -> str:
     """The shortest text that reads back as ``v`` (the parser rejects infinite values)."""
     text = repr(v)
     if "e" in text:
@@ -182,7 +182,8 @@ def _float(v: float) -> str:
     return text
 
 
-def _string(s: str) -> str:
+def string_text(s: str) -> str:
+    """A double-quoted spec string that reads back as ``s``."""
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t") + '"'
 
 
@@ -241,8 +242,8 @@ class _Formatter:
             if isinstance(v, int):
                 return str(v)
             if isinstance(v, float):
-                return _float(v)
-            return _string(v)
+                return float_text(v)
+            return string_text(v)
         if isinstance(e, ast.TupleExpr):
             if len(e.items) == 1:
                 return f"({self.expr(e.items[0])},)"
@@ -278,7 +279,7 @@ class _Formatter:
 
     def item(self, it) -> None:
         if isinstance(it, ast.Import):
-            self.add("import " + (it.path if it.is_std else _string(it.path))
+            self.add("import " + (it.path if it.is_std else string_text(it.path))
                      + (f" as {it.alias}" if it.alias else ""))
         elif isinstance(it, ast.Const):
             self.add(f"{it.name} = ")

@@ -7,6 +7,7 @@ import re
 from ...diagnostics import ArchError
 from ...frontend.values import BUILTINS
 from ...ir import ops as registry
+from ...syntax.formatter import float_text, string_text
 
 KEYWORDS = frozenset("import as block model input output if elif else for in assert parallel dense residual "
                      "shortcut stn true false none not and or".split())
@@ -22,15 +23,7 @@ def language_names() -> set:
 def _float_text(v: float) -> str:
     if not math.isfinite(v):
         raise ArchError(f"The value {v} cannot be written in a spec: the language has no infinite or NaN numbers.")
-    text = repr(float(v))
-    if "e" in text:
-        mantissa, exp = text.split("e")
-        return f"{mantissa}e{int(exp)}"
-    return text
-
-
-def _string(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t") + '"'
+    return float_text(float(v))
 
 
 def value_text(v) -> str:
@@ -44,7 +37,7 @@ def value_text(v) -> str:
     if isinstance(v, float):
         return _float_text(v)
     if isinstance(v, str):
-        return _string(v)
+        return string_text(v)
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(value_text(x) for x in v) + "]"
     raise ArchError(f"The value {v!r} cannot be written in a spec.")
@@ -78,7 +71,7 @@ def label_text(name: str) -> str | None:
     rest = name[len(prefix):]
     if not _suffix_ok(rest) or not NAME.match(prefix) or prefix in KEYWORDS:
         return None
-    return f"{prefix}{{{_string(rest)}}}"
+    return f"{prefix}{{{string_text(rest)}}}"
 
 
 def identifier(text: str, fallback: str = "v") -> str:
