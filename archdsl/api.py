@@ -48,8 +48,35 @@ def load(source, model: str | None = None, *, max_nodes: int = DEFAULT_MAX_NODES
     expressions given as text (``{"num_classes": "10"}``, as ``-D`` does).
     Every problem is raised as :class:`archdsl.ArchError`.
     """
+    _check_arguments(source, model, max_nodes, seed, defines)
     with _gc_paused():
         return _load(source, model, max_nodes, seed, defines, params)
+
+
+def _check_arguments(source, model, max_nodes, seed, defines) -> None:
+    """The Python-level types of :func:`load`'s arguments, as ArchErrors that say what to pass."""
+    def kind(v) -> str:
+        return "None" if v is None else type(v).__name__
+
+    if not isinstance(source, (str, Path)):
+        raise ArchError(f"load() takes a path (str or pathlib.Path) or spec text as its source, not {kind(source)}.")
+    if model is not None and not isinstance(model, str):
+        raise ArchError(f"load() takes the model's name as a string (or None for a file's only model), not "
+                        f"{kind(model)}: load(source, \"resnet18\").")
+    for name, value in (("max_nodes", max_nodes), ("seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ArchError(f"load() takes {name} as an int, not {kind(value)}.")
+    if max_nodes < 1:
+        raise ArchError(f"load() needs max_nodes of at least 1, but got {max_nodes}.")
+    if defines is not None:
+        if not isinstance(defines, dict):
+            raise ArchError(f"load() takes defines as a dict from parameter name to spec text, such as "
+                            f"{{\"num_classes\": \"10\"}}, not {kind(defines)}; for Python values pass keyword "
+                            "arguments: load(source, num_classes=10).")
+        for k, v in defines.items():
+            if not isinstance(k, str) or not k.isidentifier() or not isinstance(v, str):
+                raise ArchError(f"load() takes defines as a dict from parameter name to spec text, but it holds "
+                                f"{k!r}: {v!r}; both must be strings, the name an identifier.")
 
 
 def _load(source, model, max_nodes, seed, defines, params) -> Graph:
@@ -113,6 +140,9 @@ class ModelInfo:
 
 def list_models(source) -> list[ModelInfo]:
     """The models (and model aliases) a spec file defines, in the order it defines them."""
+    if not isinstance(source, (str, Path)):
+        raise ArchError(f"list_models() takes a path (str or pathlib.Path) or spec text, not "
+                        f"{type(source).__name__}.")
     elab = Elaborator()
     loader = Loader(lambda expr, ns: elab.eval(expr, Env(ns)))
     try:

@@ -58,6 +58,9 @@ class Diagnostic:
         return "\n".join(out)
 
 
+MAX_ECHO = 160          # characters of a source line a diagnostic shows
+
+
 def _render_one(kind: str, message: str, span: Span | None, sources: Mapping[str, str]) -> str:
     if span is None:
         return f"{kind}: {message}"
@@ -69,13 +72,20 @@ def _render_one(kind: str, message: str, span: Span | None, sources: Mapping[str
     if not 1 <= span.line <= len(lines):
         return head
     src = lines[span.line - 1].rstrip("\r").expandtabs(1)
-    src = "".join(c if c.isprintable() else "?" for c in src)     # no control characters to the terminal
+    col = span.col
     end = span.end_col if span.end_line == span.line else len(src) + 1
-    width = max(1, min(end, len(src) + 1) - span.col)
+    if len(src) > MAX_ECHO:             # a window of the line around the caret, never a whole megabyte
+        start = max(0, min(col - 1 - MAX_ECHO // 4, len(src) - MAX_ECHO))
+        cut = src[start:start + MAX_ECHO]
+        lead = "..." if start > 0 else ""
+        src = lead + cut + ("..." if start + MAX_ECHO < len(src) else "")
+        col, end = col - start + len(lead), min(end - start, MAX_ECHO + 1) + len(lead)
+    src = "".join(c if c.isprintable() else "?" for c in src)     # no control characters to the terminal
+    width = max(1, min(end, len(src) + 1) - col)
     gutter = str(span.line)
     pad = " " * len(gutter)
     return (f"{head}\n {gutter} | {src}\n {pad} | "
-            + " " * (span.col - 1) + "^" * width)
+            + " " * (col - 1) + "^" * width)
 
 
 class ArchError(Exception):

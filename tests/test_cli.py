@@ -30,8 +30,10 @@ def test_stats_table(capsys):
     assert main(["stats", RESNET, "--model", "resnet50"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == ["scope", "op", "output", "shape", "params", "MACs"]
-    assert out[-1] == ("resnet50: 25,557,032 parameters (25.56M), 4,089,184,256 MACs (4.09G) per sample, "
+    assert out[-3] == ("resnet50: 25,557,032 parameters (25.56M), 4,089,184,256 MACs (4.09G) per sample, "
                        "176 nodes")
+    assert out[-2] == "parameters: 25,557,032 trainable, 53,173 in buffers (running statistics); 97.70 MiB"
+    assert out[-1].startswith("activations per sample: ")
 
 
 def test_ir_saves_json_and_npz(tmp_path):

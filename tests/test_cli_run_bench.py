@@ -90,18 +90,21 @@ def test_run_input_errors(capsys, tmp_path):
     np.save(bad, np.zeros((1, 3, 28, 28), np.float32))
     rc, _, err = run_cli(capsys, "run", STN, "--model", "stn_small", "--input", str(bad))
     assert rc == 1
-    assert err.strip() == (f"error: '{bad}' holds an array of shape (1, 3, 28, 28), but input 'x' of model "
-                           "'stn_small' takes (N, 1, 28, 28).")
+    assert err.strip() == (f"{bad}: error: This file holds an array of shape (1, 3, 28, 28), but input 'x' of "
+                           "model 'stn_small' takes (N, 1, 28, 28).")
     rc, _, err = run_cli(capsys, "run", OPS, "--model", "two_outputs", "--input", str(bad))
     assert rc == 1
     assert err.strip() == "error: Model 'two_outputs' takes 2 inputs (x, y), but 1 --input file was given."
     rc, _, err = run_cli(capsys, "run", STN, "--model", "stn_small", "--input", str(tmp_path / "missing.npy"))
-    assert rc == 1 and err.startswith(f"error: Cannot read '{tmp_path / 'missing.npy'}' as a NumPy array:")
+    assert rc == 1 and err.strip() == f"{tmp_path / 'missing.npy'}: error: Cannot read this input file: it does not exist."
+    (tmp_path / "text.npy").write_text("hello")
+    rc, _, err = run_cli(capsys, "run", STN, "--model", "stn_small", "--input", str(tmp_path / "text.npy"))
+    assert rc == 1 and err.startswith(f"{tmp_path / 'text.npy'}: error: Cannot read this file as a NumPy array (")
     good = tmp_path / "good.npy"
     np.save(good, np.zeros((2, 1, 28, 28), np.float32))
     rc, _, err = run_cli(capsys, "run", STN, "--model", "stn_small", "--input", str(good), "--batch", "3")
     assert rc == 1
-    assert err.strip() == f"error: '{good}' holds a batch of 2, but --batch 3 was asked for."
+    assert err.strip() == f"{good}: error: This file holds a batch of 2, but --batch 3 was asked for."
     rc, _, err = run_cli(capsys, "run", STN, "--model", "stn_small", "--batch", "0")
     assert rc == 1 and err.strip() == "error: --batch must be at least 1, but it is 0."
 
@@ -243,18 +246,18 @@ def test_top_values():
 # ---- every zoo model through `archc run` ----------------------------------------------------------
 
 def _zoo_runs():
-    from zoo import ZOO
+    from zoo import ZOO, zoo_models
     out = []
-    for path in sorted(ZOO.glob("*.arch")):
-        for m in archdsl.list_models(path):
-            if not m.required:
-                out.append((path, m.name, "size" in m.params))
+    for file, model in zoo_models():
+        (m,) = [m for m in archdsl.list_models(ZOO / file) if m.name == model]
+        out.append((ZOO / file, model, "size" in m.params))
     return out
 
 
 @pytest.mark.parametrize("path,model,sized", _zoo_runs(), ids=lambda x: getattr(x, "name", x))
 def test_run_every_zoo_model_on_both_backends(capsys, path, model, sized):
-    size = ["-D", "size=64"] if sized else []
+    from zoo import small_size
+    size = ["-D", f"size={small_size(path)}"] if sized else []
     outputs = []
     for backend in ("torch", "onnxruntime"):
         rc, out, err = run_cli(capsys, "run", str(path), "--model", model, *size, "--backend", backend,

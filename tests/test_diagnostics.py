@@ -573,6 +573,8 @@ def test_import_of_a_non_arch_file_is_refused_before_it_is_read(in_tmp, monkeypa
         real = getattr(Path, name)
         monkeypatch.setattr(Path, name, lambda self, *a, _real=real, **k: (opened.append(self.name),
                                                                            _real(self, *a, **k))[1])
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda path, *a, **k: (opened.append(Path(path).name), real_open(path, *a, **k))[1])
     err = load_error(in_tmp / "m.arch")
     assert err.message == ("Only .arch spec files can be imported, and 'secret.txt' is not one; the file was not "
                            "read.")
@@ -587,8 +589,8 @@ def test_an_arch_link_to_another_kind_of_file_is_refused(in_tmp):
     os.symlink(in_tmp / "secret.txt", in_tmp / "innocent.arch")
     write(in_tmp / "m.arch", 'import "innocent.arch"\n' + M("output x"))
     err = load_error(in_tmp / "m.arch")
-    assert err.message == ("Only .arch spec files can be imported, and 'secret.txt' is not one; the file was not "
-                           "read.")
+    assert err.message == (f"The spec file 'innocent.arch' is a symbolic link to '{in_tmp / 'secret.txt'}', which is "
+                           "not an .arch file; the file was not read.")
     assert "TOP-SECRET" not in str(err)
 
 
@@ -597,14 +599,16 @@ def test_compiling_a_non_arch_file_is_refused(in_tmp):
     err = load_error(Path("notes.txt"))
     assert err.message == ("Only .arch spec files can be compiled, and 'notes.txt' is not one; the file was not "
                            "read.")
-    assert err.span is None and "TOP-SECRET" not in str(err)
+    assert str(err.span) == "notes.txt" and err.span.line == 0 and "TOP-SECRET" not in str(err)
 
 
 def test_other_unreadable_imports(in_tmp):
     (in_tmp / "dir.arch").mkdir()
     (in_tmp / "latin1.arch").write_bytes("X = \"caf\xe9\"\n".encode("latin-1"))
-    for target, message in [("dir.arch", "'dir.arch' is not a regular file."),
-                            ("latin1.arch", "The spec file 'latin1.arch' is not UTF-8 text.")]:
+    for target, message in [("dir.arch", "'dir.arch' is a directory; a spec must be a regular file, and this one "
+                                         "was not read."),
+                            ("latin1.arch", "The spec file 'latin1.arch' is not UTF-8 text (an invalid byte on line "
+                                            "1); save it as UTF-8.")]:
         write(in_tmp / "m.arch", f'import "{target}"\n' + M("output x"))
         err = load_error(in_tmp / "m.arch")
         assert (err.message, where(err.span)) == (message, ("m.arch", 1, 1, 1, 10 + len(target)))
@@ -698,10 +702,10 @@ def test_cli_defines(in_tmp, capsys):
 def test_cli_refuses_files_it_must_not_read(in_tmp, capsys):
     write(in_tmp / "secret.txt", "TOP-SECRET-CONTENT\n")
     status, _, err = run_cli(capsys, "check", "secret.txt")
-    assert (status, err) == (1, "error: Only .arch spec files can be compiled, and 'secret.txt' is not one; the "
-                                "file was not read.\n")
+    assert (status, err) == (1, "secret.txt: error: Only .arch spec files can be compiled, and 'secret.txt' is not "
+                                "one; the file was not read.\n")
     status, _, err = run_cli(capsys, "stats", "missing.arch")
-    assert (status, err) == (1, "error: The spec file 'missing.arch' does not exist.\n")
+    assert (status, err) == (1, "missing.arch: error: The spec file 'missing.arch' does not exist.\n")
 
 
 def test_cli_resource_attack_is_a_diagnostic(in_tmp, capsys):

@@ -35,7 +35,7 @@ import archdsl  # noqa: E402
 from archdsl import ArchError  # noqa: E402
 from archdsl.backends.onnx_export import DEFAULT_OPSET, _skeleton, onnx_bytes, save_onnx, to_onnx  # noqa: E402
 from archdsl.cli import main  # noqa: E402
-from zoo import ZOO, load_small  # noqa: E402
+from zoo import ZOO, load_small, zoo_models  # noqa: E402
 
 SPECS = Path(__file__).resolve().parent / "specs"
 OPS = SPECS / "onnx_ops.arch"
@@ -49,7 +49,7 @@ def models_of(path: Path) -> list:
     return [m.name for m in archdsl.list_models(path) if not m.required]
 
 
-ZOO_MODELS = [(p.name, m) for p in sorted(ZOO.glob("*.arch")) for m in models_of(p)]
+ZOO_MODELS = zoo_models()
 SPEC_MODELS = [(OPS, m) for m in models_of(OPS)] + [(STN, m) for m in models_of(STN)]
 
 

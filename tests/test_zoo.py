@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -33,30 +35,40 @@ from archdsl.ir.verify import verify  # noqa: E402
 from archdsl.syntax import ast  # noqa: E402
 from archdsl.syntax.parser import parse  # noqa: E402
 
-from zoo import SMALL, ZOO, zoo_models  # noqa: E402
-TV_KWARGS = {"googlenet": {"aux_logits": False, "init_weights": False}}
+from zoo import REPRESENTATIVES, ZOO, load_small, representatives, zoo_models  # noqa: E402
+TV_KWARGS = {"googlenet": {"aux_logits": False, "init_weights": False},
+             "inception_v3": {"aux_logits": False, "init_weights": True}}
 TV_NAMES = set(torchvision.models.list_models(module=torchvision.models))
 
 
 ALL_MODELS = [(p.name, m.name, m.required) for p in sorted(ZOO.glob("*.arch")) for m in archdsl.list_models(p)]
-MODELS = zoo_models()                   # the ones that compile as they are
+EVERY = zoo_models(every=True)          # every model that compiles as it is
+MODELS = zoo_models()                   # those that run numerics (one per family of REPRESENTATIVES)
+ALL_TWINS = [(f, m) for f, m in EVERY if m in TV_NAMES]
 TWINS = [(f, m) for f, m in MODELS if m in TV_NAMES]
 OTHERS = [(f, m) for f, m in MODELS if m not in TV_NAMES]
-ids = [m for _, m in MODELS]
-
-
-
-def load_small(file: str, model: str):
-    """The model at SMALL x SMALL when its default input is larger (it must then take `size`)."""
-    g = archdsl.load(ZOO / file, model)
-    if g.data(g.inputs[0])["shape"][-1] > SMALL:
-        g = archdsl.load(ZOO / file, model, size=SMALL)
-    return g
+NEW_FAMILIES = [(f, m) for f in REPRESENTATIVES if (ZOO / f).exists() for m in representatives(f)]
+ids = [m for _, m in EVERY]
 
 
 def input_for(g, batch: int = 2, seed: int = 0):
     shape = g.data(g.inputs[0])["shape"][1:]
     return torch.randn(batch, *shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _regnet_widths_on_the_cpu():
+    """torchvision's RegNet computes its stage widths with tensors and ``.tolist()``, which fails on the
+    meta device: compute them on the CPU whatever the default device."""
+    from torchvision.models import regnet
+    original = regnet.BlockParams.from_init_params.__func__
+
+    def on_cpu(cls, *args, **kwargs):
+        with torch.device("cpu"):
+            return original(cls, *args, **kwargs)
+    regnet.BlockParams.from_init_params = classmethod(on_cpu)
+
+
+_regnet_widths_on_the_cpu()
 
 
 def torchvision_model(name: str, device: str = "cpu"):
@@ -77,6 +89,12 @@ def randomise_batch_norm(model: nn.Module, seed: int = 1) -> None:
                 m.running_mean.copy_(0.2 * torch.randn(c, generator=gen))
                 m.running_var.copy_(0.5 + torch.rand(c, generator=gen))
                 m.num_batches_tracked.fill_(7)
+            elif isinstance(m, nn.LayerNorm) or type(m).__name__ == "LayerNorm2d":
+                m.weight.copy_(1 + 0.2 * torch.randn(m.weight.shape, generator=gen))
+                m.bias.copy_(0.2 * torch.randn(m.bias.shape, generator=gen))
+        for name, p in model.named_parameters():
+            if name.endswith("layer_scale"):        # ConvNeXt's 1e-6 would hide every residual branch
+                p.copy_(0.5 + 0.5 * torch.rand(p.shape, generator=gen))
 
 
 def arch_module_with(g, state: dict) -> nn.Module:
@@ -109,7 +127,7 @@ def test_every_parameterised_model_has_an_alias(file):
             assert name in aliased, f"{file}: model '{name}' needs {required} but no alias instantiates it"
 
 
-@pytest.mark.parametrize("file, model", MODELS, ids=ids)
+@pytest.mark.parametrize("file, model", EVERY, ids=ids)
 def test_model_loads_and_shape_checks(file, model):
     for g in (archdsl.load(ZOO / file, model), load_small(file, model)):
         verify(g)
@@ -134,7 +152,7 @@ def test_models_without_twin_run_with_their_own_weights(file, model):
 
 # ---- torchvision twins -------------------------------------------------------------------
 
-@pytest.mark.parametrize("file, model", TWINS, ids=[m for _, m in TWINS])
+@pytest.mark.parametrize("file, model", ALL_TWINS, ids=[m for _, m in ALL_TWINS])
 def test_twin_has_torchvisions_parameter_names_and_count(file, model):
     g = archdsl.load(ZOO / file, model)
     with torch.device("meta"):
@@ -159,9 +177,14 @@ def test_twin_computes_torchvisions_outputs(file, model):
     assert (a - b).abs().max().item() <= 1e-5
 
 
-@pytest.mark.parametrize("model", ["resnet18", "densenet121"])
+TRAIN_TWINS = ["resnet18", "densenet121"] + [m for _, m in NEW_FAMILIES if m in TV_NAMES]
+
+
+@pytest.mark.parametrize("model", TRAIN_TWINS)
 def test_train_mode_matches_torchvision(model):
-    """Batch statistics, running-stat updates and gradients agree (tolerance in the module docstring)."""
+    """Batch statistics, running-stat updates and gradients agree (tolerance in the module docstring).
+    Dropout and stochastic depth draw from torch's global generator: both forwards start from the same
+    seed, so they drop the same units when they draw in the same order."""
     file = next(f for f, m in TWINS if m == model)
     g = load_small(file, model)
     tv = torchvision_model(model)
@@ -172,7 +195,10 @@ def test_train_mode_matches_torchvision(model):
     tv.train()
     x = input_for(g)
     w = torch.randn(2, 1000, generator=torch.Generator().manual_seed(3))
-    a, b = ours(x), tv(x)
+    torch.manual_seed(11)
+    a = ours(x)
+    torch.manual_seed(11)
+    b = tv(x)
     (a * w).sum().backward()
     (b * w).sum().backward()
     close = dict(rtol=1e-5, atol=1e-5)
@@ -181,12 +207,53 @@ def test_train_mode_matches_torchvision(model):
     assert buffers_a.keys() == buffers_b.keys()
     for name, buf in buffers_b.items():
         torch.testing.assert_close(buffers_a[name], buf, **close, msg=lambda m: f"{name}: {m}")
-    assert buffers_b["features.norm0.num_batches_tracked" if model == "densenet121" else
-                     "bn1.num_batches_tracked"].item() == 8, "the running statistics were updated once"
+    tracked = [buf for name, buf in buffers_b.items() if name.endswith("num_batches_tracked")]
+    assert all(t.item() == 8 for t in tracked), "the running statistics were updated once"
     params_a = dict(ours.named_parameters())
     for name, p in tv.named_parameters():
         assert p.grad is not None and params_a[name].grad is not None, name
         torch.testing.assert_close(params_a[name].grad, p.grad, **close, msg=lambda m: f"{name}: {m}")
+
+
+# ---- initial weights ----------------------------------------------------------------------------
+
+KS_MIN_ELEMENTS = 256       # smaller tensors are only checked for support and constants
+KS_P = 1e-6                 # the same distribution gives p below this about once in a million tensors
+KS_MAX_SAMPLES = 100_000    # larger tensors are compared on a fixed random subset (the test's cost)
+
+
+@pytest.mark.parametrize("file, model", [(f, m) for f, m in NEW_FAMILIES if m in TV_NAMES],
+                         ids=[m for f, m in NEW_FAMILIES if m in TV_NAMES])
+def test_initial_weights_follow_torchvisions_distributions(file, model):
+    """Every tensor torchvision initialises starts from the same distribution here: constants are equal,
+    larger tensors pass a two-sample Kolmogorov-Smirnov test against torchvision's own draw, and no value
+    lies outside the range torchvision's initialiser can produce (with a margin for the sample)."""
+    stats = pytest.importorskip("scipy.stats")
+    g = load_small(file, model)
+    ours = archdsl.to_torch(g).state_dict()
+    theirs = torchvision_model(model).state_dict()
+    assert ours.keys() == theirs.keys()
+    wrong = []
+    for name, b in theirs.items():
+        a = ours[name].double().ravel().numpy()
+        b = b.double().ravel().numpy()
+        if b.min() == b.max():
+            if not (a.min() == a.max() == b[0]):
+                wrong.append(f"{name}: torchvision starts at the constant {b[0]}, ours at [{a.min()}, {a.max()}]")
+            continue
+        spread = b.max() - b.min()
+        if a.min() < b.min() - 0.5 * spread or a.max() > b.max() + 0.5 * spread:
+            wrong.append(f"{name}: ours spans [{a.min():.4g}, {a.max():.4g}], torchvision [{b.min():.4g}, "
+                         f"{b.max():.4g}]")
+        elif a.size >= KS_MIN_ELEMENTS:
+            if a.size > KS_MAX_SAMPLES:
+                pick = np.random.default_rng(0).choice(a.size, KS_MAX_SAMPLES, replace=False)
+                a, b = a[pick], b[pick]
+            p = stats.ks_2samp(a, b).pvalue
+            if p < KS_P:
+                wrong.append(f"{name}: a different distribution (KS p = {p:.2g}; std {a.std():.4g} against "
+                             f"{b.std():.4g}, mean {a.mean():.4g} against {b.mean():.4g})")
+    assert not wrong, "\n".join(wrong)
 
 
 # ---- spatial transformers --------------------------------------------------------------------

@@ -10,19 +10,59 @@ from archdsl import ArchError
 
 ZOO = Path(__file__).resolve().parent.parent / "zoo_specs"
 SMALL = 64            # test resolution for models whose default input is larger
+SMALL_SIZES = {"inception_v3.arch": 80}     # families whose smallest valid input is above SMALL
+
+# The model (or models) per family file that run numerics (outputs, gradients, initial weights, the
+# backends and the passes). Every model of every file is still loaded, shape-checked and, for
+# torchvision twins, compared by parameter names, shapes and counts. Files not listed here (the
+# first zoo families, all small) run every model.
+REPRESENTATIVES = {
+    "resnext.arch": "resnext50_32x4d",
+    "wide_resnet.arch": "wide_resnet50_2",
+    "mobilenet_v2.arch": "mobilenet_v2",
+    "mobilenet_v3.arch": "mobilenet_v3_small",
+    "squeezenet.arch": "squeezenet1_1",
+    "shufflenet_v2.arch": "shufflenet_v2_x0_5",
+    "mnasnet.arch": "mnasnet0_5",
+    "efficientnet.arch": "efficientnet_b0",
+    "efficientnet_v2.arch": "efficientnet_v2_s",
+    "regnet.arch": ("regnet_x_400mf", "regnet_y_400mf"),      # RegNetY adds squeeze-and-excitation
+    "inception_v3.arch": "inception_v3",
+    "convnext.arch": "convnext_tiny",
+}
 
 
-def zoo_models(compilable: bool = True) -> list[tuple[str, str]]:
+def zoo_models(compilable: bool = True, every: bool = False) -> list[tuple[str, str]]:
     """(file name, model name) for the models of every zoo file; by default only those that compile as
-    they are (generic models with required parameters are reached through their aliases)."""
-    return [(path.name, m.name) for path in sorted(ZOO.glob("*.arch")) for m in archdsl.list_models(path)
-            if not (compilable and m.required)]
+    they are (generic models with required parameters are reached through their aliases), and for the
+    files of :data:`REPRESENTATIVES` only their representative unless ``every``."""
+    out = []
+    for path in sorted(ZOO.glob("*.arch")):
+        for m in archdsl.list_models(path):
+            if compilable and m.required:
+                continue
+            if not every and path.name in REPRESENTATIVES and m.name not in representatives(path.name):
+                continue
+            out.append((path.name, m.name))
+    return out
 
 
-def load_small(file, model: str, size: int = SMALL):
-    """The model at ``size`` x ``size`` where it has a ``size`` parameter and a larger default input.
-    ``file`` is a zoo file name or a path."""
+def representatives(file: str) -> tuple:
+    """The models of a family file that run numerics."""
+    chosen = REPRESENTATIVES[file]
+    return (chosen,) if isinstance(chosen, str) else tuple(chosen)
+
+
+def small_size(file) -> int:
+    """The test resolution of a zoo file's models."""
+    return SMALL_SIZES.get(Path(file).name, SMALL)
+
+
+def load_small(file, model: str, size: int | None = None):
+    """The model at ``size`` x ``size`` (default :func:`small_size`) where it has a ``size`` parameter
+    and a larger default input. ``file`` is a zoo file name or a path."""
     path = file if isinstance(file, Path) else ZOO / file
+    size = small_size(path) if size is None else size
     g = archdsl.load(path, model)
     if g.data(g.inputs[0])["shape"][-1] > size:
         try:

@@ -7,11 +7,12 @@ time around it is the latency. Outputs stay on the device until ``outputs()`` is
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..diagnostics import ArchError
+from ..diagnostics import ArchError, Span
 from ..ir.graph import Graph
 
 DEVICES = ("cpu", "cuda")
@@ -25,47 +26,83 @@ def _threads(n: int) -> str:
     return f"{n} thread{'s' if n != 1 else ''}"
 
 
-def input_shapes(graph: Graph, batch: int) -> list:
-    return [(batch, *graph.data(nid)["shape"][1:]) for nid in graph.inputs]
+@dataclass(frozen=True)
+class Signature:
+    """What running a model needs to know: its name and its inputs' names and shapes (batch ``"N"``)."""
+    name: str
+    inputs: tuple          # ((name, shape), ...)
 
 
-def input_names(graph: Graph) -> list:
-    return [graph.data(nid)["attrs"].get("name", f"input{i}") for i, nid in enumerate(graph.inputs)]
+def signature(model) -> Signature:
+    """The :class:`Signature` of a graph (a signature is returned as it is)."""
+    if isinstance(model, Signature):
+        return model
+    return Signature(model.name, tuple((model.data(nid)["attrs"].get("name", f"input{i}"), model.data(nid)["shape"])
+                                       for i, nid in enumerate(model.inputs)))
 
 
-def random_inputs(graph: Graph, batch: int, seed: int = 0) -> list:
+def input_shapes(model, batch: int) -> list:
+    return [(batch, *shape[1:]) for _, shape in signature(model).inputs]
+
+
+def input_names(model) -> list:
+    return [name for name, _ in signature(model).inputs]
+
+
+def random_inputs(model, batch: int, seed: int = 0) -> list:
     """Standard normal float32 inputs of the model's shapes with batch size ``batch``."""
     rng = np.random.default_rng(seed)
-    return [rng.standard_normal(shape, dtype=np.float32) for shape in input_shapes(graph, batch)]
+    return [rng.standard_normal(shape, dtype=np.float32) for shape in input_shapes(model, batch)]
 
 
-def load_inputs(paths, graph: Graph, batch: int | None) -> list:
-    """Inputs read from ``.npy`` files, one per model input, checked against the model's shapes.
+def _read_array(path, name: str):
+    """One array from ``path``: a ``.npy``, or an ``.npz`` holding it under the input's name (or alone)."""
+    here = Span.of_file(path)
+    try:
+        loaded = np.load(Path(path), allow_pickle=False)
+    except FileNotFoundError:
+        raise ArchError("Cannot read this input file: it does not exist.", here) from None
+    except Exception as err:  # noqa: BLE001 - OSError, ValueError, BadZipFile: not a NumPy file
+        raise ArchError(f"Cannot read this file as a NumPy array ({type(err).__name__}: {err}); save inputs "
+                        "with numpy.save (.npy) or numpy.savez (.npz).", here) from None
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        with loaded:
+            keys = list(loaded.files)
+            if name in keys:
+                return loaded[name]
+            if len(keys) == 1:
+                return loaded[keys[0]]
+            raise ArchError(f"This .npz holds {len(keys)} arrays ({', '.join(keys[:8])}) and none is named "
+                            f"'{name}', the model's input; name it so, or give a .npy file.", here)
+    return loaded
+
+
+def load_inputs(paths, model, batch: int | None) -> list:
+    """Inputs read from ``.npy`` (or ``.npz``) files, one per model input, checked against the model's
+    shapes.
 
     An array without the batch dimension is one sample; ``batch`` (if given) must agree with
     the arrays' own batch size.
     """
-    names = input_names(graph)
+    sig = signature(model)
+    names = [n for n, _ in sig.inputs]
     if len(paths) != len(names):
-        raise ArchError(f"Model '{graph.name}' takes {len(names)} input{'s' if len(names) != 1 else ''} "
+        raise ArchError(f"Model '{sig.name}' takes {len(names)} input{'s' if len(names) != 1 else ''} "
                         f"({', '.join(names)}), but {len(paths)} --input file{'s were' if len(paths) != 1 else ' was'} "
                         "given.")
     out = []
-    for path, name, nid in zip(paths, names, graph.inputs):
-        want = graph.data(nid)["shape"]
-        try:
-            array = np.load(Path(path), allow_pickle=False)
-        except (OSError, ValueError) as err:
-            raise ArchError(f"Cannot read '{path}' as a NumPy array: {err}.") from None
+    for path, (name, want) in zip(paths, sig.inputs):
+        array = _read_array(path, name)
+        here = Span.of_file(path)
         if not np.issubdtype(array.dtype, np.number):
-            raise ArchError(f"'{path}' holds {array.dtype} data; input '{name}' takes numbers.")
+            raise ArchError(f"This file holds {array.dtype} data; input '{name}' takes numbers.", here)
         if array.ndim == len(want) - 1:
             array = array[None]
         if array.ndim != len(want) or tuple(array.shape[1:]) != tuple(want[1:]):
-            raise ArchError(f"'{path}' holds an array of shape {_fmt(array.shape)}, but input '{name}' of model "
-                            f"'{graph.name}' takes {_fmt(want)}.")
+            raise ArchError(f"This file holds an array of shape {_fmt(array.shape)}, but input '{name}' of model "
+                            f"'{sig.name}' takes {_fmt(want)}.", here)
         if batch is not None and array.shape[0] != batch:
-            raise ArchError(f"'{path}' holds a batch of {array.shape[0]}, but --batch {batch} was asked for.")
+            raise ArchError(f"This file holds a batch of {array.shape[0]}, but --batch {batch} was asked for.", here)
         out.append(np.ascontiguousarray(array, dtype=np.float32))
     return out
 
@@ -92,13 +129,15 @@ def ort_providers(device: str) -> list:
 class TorchRunner:
     """A ``torch.nn.Module`` in eval mode under ``torch.inference_mode``."""
 
-    def __init__(self, module, device: str = "cpu", label: str = "torch", threads: int | None = None):
+    def __init__(self, module, device: str = "cpu", label: str = "torch", threads: int | None = None,
+                 exported: bool = False):
         import torch
         check_torch_device(device)
         if threads:
             torch.set_num_threads(threads)
         self.torch, self.device, self.label = torch, device, label
-        self.module = module.eval().to(device)
+        # an exported program is already in inference form and refuses eval()
+        self.module = module.to(device) if exported else module.eval().to(device)
         self._inputs, self._out = [], None
 
     @property

@@ -12,12 +12,14 @@ import sys
 
 from ..diagnostics import ArchError
 
-COMMANDS = ["check", "stats", "ir", "fmt", "compile", "opt", "passes", "run", "bench", "bench-frontend", "bench-construct",
+COMMANDS = ["check", "models", "stats", "ir", "fmt", "compile", "opt", "passes", "run", "bench", "bench-frontend", "bench-construct",
             "bench-prune", "bench-quant", "viz", "train", "eval", "distill", "compress-report"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
     parser = argparse.ArgumentParser(prog="archc", description="The archdsl compiler for CNN architecture specs.")
+    parser.add_argument("--version", action="version", version=f"archc (archdsl) {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"{__name__}.{name.replace('-', '_')}").register(sub)

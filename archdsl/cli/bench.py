@@ -4,10 +4,40 @@ from __future__ import annotations
 import json
 import sys
 
-from .common import add_spec_args, defines
+from ..diagnostics import ArchError
+from .common import add_spec_args, defines, reject_spec_flags
+
+
+def _bench_artifact(args) -> int:
+    """A compiled .onnx or .pt2 file: its latency on its own runtime, with the machine's record."""
+    from ..bench.artifacts import open_artifact
+    from ..bench.host import machine
+    from ..bench.runners import random_inputs
+    from ..bench.timing import latency
+    reject_spec_flags(args, "a compiled model")
+    if args.passes:
+        raise ArchError("--passes rewrites a spec's graph, but this is a compiled model; give the spec instead.")
+    runner, model = open_artifact(args.file, None, args.device, args.threads)
+    runner.prepare(random_inputs(model, args.batch))
+    stats = latency(runner.step, args.warmup, args.runs)
+    result = {"model": model.name, "file": args.file, "runtime": runner.label, "detail": runner.detail,
+              "batch": args.batch, "latency": stats, "machine": machine(args.threads or 0)}
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        m = result["machine"]
+        print(f"{model.name} ({args.file}) on {runner.detail}, batch {args.batch}")
+        print(f"latency over {stats['runs']} runs after {args.warmup} warm-up: median {stats['median_ms']:.3f} ms, "
+              f"p90 {stats['p90_ms']:.3f} ms, min {stats['min_ms']:.3f} ms")
+        print(f"machine: {m.get('cpu', '?')}; ISA {' '.join(m['isa']) or 'baseline'} (int8: {m['int8']}); "
+              f"load {m['loadavg_start']}")
+    return 0
 
 
 def run(args) -> int:
+    from ..bench.artifacts import is_artifact
+    if is_artifact(args.file):
+        return _bench_artifact(args)
     from ..bench.suite import BenchConfig, format_report, run_bench
     cfg = BenchConfig(file=args.file, model=args.model, defines=defines(args.define), max_nodes=args.max_nodes,
                       device=args.device, batch=args.batch, passes=args.passes, opset=args.opset,

@@ -2,13 +2,24 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
-from ..diagnostics import ArchError
+from ..diagnostics import ArchError, Span
+
+SAVED_IR = ".json"       # `archc ir -o FILE.json` (+ FILE.npz): accepted wherever a spec is
+
+
+def reject_spec_flags(args, what: str) -> None:
+    """``--model`` and ``-D`` choose and configure a model of a spec; ``what`` has none to choose."""
+    if getattr(args, "model", None) or getattr(args, "define", None):
+        flag = "--model" if args.model else "-D"
+        raise ArchError(f"{flag} applies to specs, but this is {what}, which holds one model with its parameters "
+                        "already bound; leave it out or give the .arch spec.", Span.of_file(args.file))
 
 
 def add_spec_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", help="the .arch spec file")
+    p.add_argument("file", help="the .arch spec file, or an IR saved by `archc ir -o FILE.json`")
     p.add_argument("--model", help="the model to compile, where the file defines several")
     p.add_argument("-D", dest="define", action="append", metavar="NAME=VALUE",
                    help="override a model parameter, e.g. -D num_classes=10 (repeatable)")
@@ -26,9 +37,48 @@ def defines(items) -> dict:
 
 
 def load_graph(args):
-    """The graph IR of the spec named by the common arguments."""
+    """The graph IR of the spec (or saved IR) named by the common arguments."""
+    path = Path(args.file)
+    if path.suffix == SAVED_IR:
+        reject_spec_flags(args, "a saved IR")
+        from ..ir.serialize import load_checked
+        return load_checked(path, max_nodes=args.max_nodes)
     from ..api import load
-    return load(Path(args.file), args.model, defines=defines(args.define), max_nodes=args.max_nodes)
+    return load(path, args.model, defines=defines(args.define), max_nodes=args.max_nodes)
+
+
+def output_path(arg, inputs=(), suffixes: tuple = (), what: str = "-o") -> Path:
+    """Where a command may write ``arg``: not a directory, in a directory that exists, not one of the
+    command's ``inputs``, and with one of ``suffixes`` when given. A file already there is replaced, as
+    compilers do. Errors are file-level diagnostics naming the path (``PATH: error: ...``)."""
+    path = Path(arg)
+    here = Span.of_file(path)
+    if path.is_dir():
+        raise ArchError(f"{what} names a directory; give the name of a file to write, such as "
+                        f"{path / ('model' + (suffixes[0] if suffixes else '.out'))}.", here)
+    parent = path.parent
+    if not parent.is_dir():
+        raise ArchError(f"Cannot write here: the directory '{parent}' does not exist; create it first or give "
+                        f"{what} a path in an existing directory.", here)
+    if suffixes and path.suffix not in suffixes:
+        raise ArchError(f"{what} must name a file ending in {' or '.join(suffixes)}, but it ends in "
+                        f"'{path.suffix or '(no suffix)'}'.", here)
+    for item in inputs:
+        if item is not None and path.exists() and Path(item).exists() and path.samefile(item):
+            raise ArchError(f"{what} names the input file itself, which writing would destroy; choose another "
+                            "output name.", here)
+    return path
+
+
+@contextlib.contextmanager
+def writing(path):
+    """Turns an operating-system error while writing ``path`` into a diagnostic that names it."""
+    try:
+        yield
+    except IsADirectoryError:
+        raise ArchError("Cannot write this file: a directory is in the way.", Span.of_file(path)) from None
+    except OSError as err:
+        raise ArchError(f"Cannot write this file: {err.strerror or err}.", Span.of_file(path)) from None
 
 
 def add_pass_args(p: argparse.ArgumentParser, required: bool = False) -> None:

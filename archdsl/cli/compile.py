@@ -8,19 +8,30 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..diagnostics import ArchError
-from .common import add_pass_args, add_spec_args, load_graph, run_passes, write_spec_weights
+from .common import add_pass_args, add_spec_args, load_graph, output_path, run_passes, writing, write_spec_weights
 
 TARGETS = ("torch", "torch-src", "onnx", "arch")
 
 
 def run(args) -> int:
+    inputs = (args.file, args.weights)
+    out = output_path(args.output, inputs, (".arch",) if args.target == "arch" else ())
+    if args.target in ("torch-src", "arch") and (args.weights or args.passes):
+        from ..backends.torch_source import weights_path
+        output_path(weights_path(out), inputs, what=f"The weights file beside {out.name}")
     graph = load_graph(args)
     if args.weights:
         from ..backends.weights import load_weights
         load_weights(graph, Path(args.weights))
     if args.passes:
         graph = run_passes(graph, args).graph
-    out = Path(args.output)
+    with writing(out):
+        _write(graph, out, args)
+    print(f"wrote {out}")
+    return 0
+
+
+def _write(graph, out: Path, args) -> None:
     if args.target == "torch":
         from ..backends.torch_save import save_module
         save_module(graph, out)
@@ -41,8 +52,6 @@ def run(args) -> int:
             write_spec_weights(graph, out, spec)
     else:  # argparse's choices make this unreachable
         raise ArchError(f"Unknown target '{args.target}'; the targets are {', '.join(TARGETS)}.")
-    print(f"wrote {out}")
-    return 0
 
 
 def register(sub) -> None:

@@ -4,15 +4,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..diagnostics import ArchError
+from ..files import read_spec
+from .common import writing
 
 
 def run(args) -> int:
     from ..syntax.formatter import format_source
     path = Path(args.file)
-    if path.suffix != ".arch" or not path.is_file():
-        raise ArchError(f"'{path}' is not an .arch file.")
-    text = path.read_text(encoding="utf-8")
+    text = read_spec(path, what="formatted")      # the rule every command reads specs by
     out = format_source(text, str(path))
     if args.check:
         if out != text:
@@ -20,7 +19,8 @@ def run(args) -> int:
             return 1
         return 0
     if args.in_place:
-        path.write_text(out, encoding="utf-8")
+        with writing(path):
+            path.write_text(out, encoding="utf-8")
     else:
         sys.stdout.write(out)
     return 0

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from ..diagnostics import ArchError
-from .common import add_pass_args, add_spec_args, load_graph, write_spec_weights, run_passes
+from .common import SAVED_IR, add_pass_args, add_spec_args, load_graph, output_path, run_passes, writing, \
+    write_spec_weights
 
 EMITS = ("ir", "arch-stats", "report", "arch")
 
@@ -27,17 +28,31 @@ def run(args) -> int:
     if spec_out and args.emit != "arch":
         raise ArchError(f"-o {args.output} names a spec file; add --emit arch to write the optimised graph as a "
                         "spec, or give -o a .json name to save the IR.")
+    out = None
+    if args.output is not None:
+        inputs = (args.file, args.weights)
+        out = output_path(args.output, inputs, (".arch",) if spec_out else (SAVED_IR,))
+        if spec_out:
+            from ..backends.torch_source import weights_path
+            output_path(weights_path(out), inputs, what=f"The weights file beside {out.name}")
+        else:
+            output_path(out.with_suffix(".npz"), inputs, what=f"The tensors file beside {out.name}")
     graph = load_graph(args)
     if args.weights:
         from ..backends.weights import load_weights
         load_weights(graph, args.weights)
     result = run_passes(graph, args)
-    if args.output and not spec_out:
+    if out is not None and not spec_out:
         from ..ir.serialize import save
-        save(result.graph, args.output)
+        with writing(out):
+            save(result.graph, out)
     if args.emit == "arch":
         from ..backends.arch_emit import emit_arch_spec, write_arch
-        spec = write_arch(result.graph, args.output) if spec_out else emit_arch_spec(result.graph)
+        if spec_out:
+            with writing(out):
+                spec = write_arch(result.graph, out)
+        else:
+            spec = emit_arch_spec(result.graph)
         if spec_out:
             print(f"wrote {args.output}")
             write_spec_weights(result.graph, Path(args.output), spec)

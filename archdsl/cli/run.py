@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..diagnostics import ArchError
-from .common import add_spec_args, load_graph
+from .common import add_spec_args, load_graph, reject_spec_flags
 
 BACKENDS = ("torch", "onnxruntime")
 
@@ -29,19 +29,27 @@ def run(args) -> int:
             raise ArchError(f"--{flag} must be at least 1, but it is {getattr(args, flag)}.")
     if args.warmup < 0:
         raise ArchError(f"--warmup cannot be negative, but it is {args.warmup}.")
-    graph = load_graph(args)
+    from ..bench.artifacts import is_artifact, open_artifact
+    if is_artifact(args.file):
+        reject_spec_flags(args, "a compiled model")
+        runner, model = open_artifact(args.file, args.backend, args.device, args.threads)
+        backend = runner.label
+    else:
+        model = load_graph(args)
+        backend = args.backend or "torch"
     if args.input:
-        inputs = load_inputs(args.input, graph, args.batch)
+        inputs = load_inputs(args.input, model, args.batch)
         where = ", ".join(args.input)
     else:
-        inputs = random_inputs(graph, args.batch or 1, args.seed)
+        inputs = random_inputs(model, args.batch or 1, args.seed)
         where = f"standard normal, seed {args.seed}"
-    runner = make_runner(args.backend, graph, args.device, args.opset, args.threads)
+    if not is_artifact(args.file):
+        runner = make_runner(backend, model, args.device, args.opset, args.threads)
     runner.prepare(inputs)
     stats = latency(runner.step, args.warmup, args.runs)
     outs = runner.outputs()
-    print(f"model {graph.name} ({args.file}) on {args.backend}, {args.device} ({runner.detail})")
-    for name, x in zip(input_names(graph), inputs):
+    print(f"model {model.name} ({args.file}) on {backend}, {args.device} ({runner.detail})")
+    for name, x in zip(input_names(model), inputs):
         print(f"input {name}: {_shape(x.shape)} ({where})")
     for i, out in enumerate(outs):
         label = "output" if len(outs) == 1 else f"output {i}"
@@ -57,8 +65,9 @@ def run(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("run", help="run a spec's model on one backend: outputs and latency")
     add_spec_args(p)
-    p.add_argument("--backend", choices=BACKENDS, default="torch",
-                   help="torch: archdsl's PyTorch module; onnxruntime: archdsl's ONNX in onnxruntime (default torch)")
+    p.add_argument("--backend", choices=BACKENDS, default=None,
+                   help="torch: archdsl's PyTorch module; onnxruntime: archdsl's ONNX in onnxruntime (default torch; "
+                        "a compiled .onnx or .pt2 file runs on its own)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default cpu)")
     p.add_argument("--batch", type=int, default=None, help="batch size of the random input (default 1)")
     p.add_argument("--input", action="append", metavar="FILE.npy",

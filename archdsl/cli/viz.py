@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..diagnostics import ArchError
-from .common import add_spec_args, load_graph
+from .common import add_spec_args, load_graph, output_path, writing
 
 
 def _depth(text: str):
@@ -31,10 +31,12 @@ def _run_passes(graph, passes: str):
 def run(args) -> int:
     from ..viz import write
     depth = _depth(args.depth)
+    out = output_path(args.output, (args.file,))
     graph = load_graph(args)
     if args.passes:
         graph = _run_passes(graph, args.passes)
-    write(graph, args.output, depth)
+    with writing(out):
+        write(graph, out, depth)
     print(f"wrote {args.output}")
     return 0
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from .. import files
 from ..diagnostics import ArchError, Note, Span, did_you_mean
 from ..syntax import ast
 from ..syntax.parser import MAX_SOURCE_BYTES, parse
@@ -86,14 +87,9 @@ def _shown(name: str) -> str:
 
 
 def _absolute(path: Path, span: Span | None) -> Path:
-    """``path`` made absolute with links followed, or a diagnostic for a name no file system takes."""
+    """``path`` made absolute with links followed (to an ``.arch`` file only: :mod:`archdsl.files`)."""
     shown = _shown(display_name(path) if path.is_absolute() else str(path))
-    if "\0" in str(path):
-        raise ArchError(f"The spec file name '{shown}' contains a NUL character.", span)
-    try:
-        return path.resolve()
-    except OSError as err:
-        raise ArchError(f"The spec file '{shown}' cannot be opened: {err.strerror}.", span) from None
+    return files.resolve(path, span, "compiled" if span is None else "imported", shown)
 
 
 class Loader:
@@ -136,23 +132,9 @@ class Loader:
 
     # ---- internals
     def _read(self, path: Path, span: Span | None) -> str:
-        shown = _shown(display_name(path))
-        if path.suffix != ".arch":
-            raise ArchError(f"Only .arch spec files can be {'compiled' if span is None else 'imported'}, and "
-                            f"'{shown}' is not one; the file was not read.", span)
-        try:
-            if not path.exists():
-                raise ArchError(f"The spec file '{shown}' does not exist.", span)
-            if not path.is_file():
-                raise ArchError(f"'{shown}' is not a regular file.", span)
-            if path.stat().st_size > MAX_SOURCE_BYTES:
-                raise ArchError(f"The spec file '{shown}' is larger than {MAX_SOURCE_BYTES} bytes; split it into "
-                                "imported files.", span)
-            return path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError:
-            raise ArchError(f"The spec file '{shown}' is not UTF-8 text.", span) from None
-        except OSError as err:
-            raise ArchError(f"The spec file '{shown}' cannot be read: {err.strerror}.", span) from None
+        """The file's text by the one rule every command reads specs by (:func:`archdsl.files.read_spec`)."""
+        return files.read_spec(path, span, "compiled" if span is None else "imported", _shown(display_name(path)),
+                               MAX_SOURCE_BYTES)
 
     def _resolve(self, imp: ast.Import, base: Path) -> Path:
         if imp.is_std:

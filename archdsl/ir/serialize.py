@@ -106,3 +106,105 @@ def load(path) -> Graph:
         with np.load(npz) as arrays:
             return from_dict(data, {k: arrays[k] for k in arrays.files})
     return from_dict(data)
+
+
+MAX_SAVED_IR_BYTES = 512 * 2**20      # the JSON (structure only; the tensors are in the .npz)
+
+
+def load_checked(path, max_nodes: int | None = None) -> Graph:
+    """:func:`load` for files from outside: every problem is an :class:`~archdsl.diagnostics.ArchError`
+    naming the file, and the graph passes :func:`~archdsl.ir.verify.verify` (edges, cycles, arity,
+    attributes, names, types) plus the checks verify takes for granted (dimensions, tensor shapes)."""
+    from ..diagnostics import ArchError, IRError
+    from .verify import verify
+    path = Path(path)
+    here = Span.of_file(path)
+
+    def damaged(what: str) -> ArchError:
+        return ArchError(f"This saved IR is damaged or not an IR file: {what}. Save it again with "
+                         "`archc ir -o FILE.json`.", here)
+
+    try:
+        if not path.is_file():
+            raise ArchError("Cannot read this file: it does not exist or is not a regular file.", here)
+        if path.stat().st_size > MAX_SAVED_IR_BYTES:
+            raise ArchError(f"This saved IR is larger than {MAX_SAVED_IR_BYTES // 2**20} MiB, the limit for "
+                            "the graph's structure.", here)
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise damaged("it is not UTF-8 text") from None
+    except OSError as err:
+        raise ArchError(f"Cannot read this file: {err.strerror or err}.", here) from None
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as err:
+        line, col = (err.lineno, err.colno) if isinstance(err, json.JSONDecodeError) else (0, 0)
+        raise ArchError(f"This saved IR is not valid JSON ({getattr(err, 'msg', 'nested too deeply')}).",
+                        Span(str(path), line, col, line, col + 1) if line else here,
+                        sources={str(path): text}) from None
+    if not isinstance(data, dict) or data.get("format") not in READABLE:
+        found = data.get("format") if isinstance(data, dict) else None
+        raise ArchError(f"This file is not a saved archdsl IR: its format is {found!r}, and this version reads "
+                        f"{' and '.join(READABLE)}.", here)
+    if max_nodes is not None and len(data.get("nodes") or ()) > max_nodes:
+        raise ArchError(f"This saved IR has {len(data['nodes'])} nodes, more than --max-nodes {max_nodes}.", here)
+    arrays = None
+    npz = path.with_suffix(".npz")
+    try:
+        if npz.exists():
+            with np.load(npz, allow_pickle=False) as f:
+                arrays = {k: f[k] for k in f.files}
+    except Exception as err:  # noqa: BLE001 - OSError, ValueError, zipfile.BadZipFile from a damaged archive
+        raise ArchError(f"Cannot read the tensors of this IR: {type(err).__name__}: {err}.",
+                        Span.of_file(npz)) from None
+    try:
+        _check_references(data)
+        g = from_dict(data, arrays)
+        _check_dimensions(g, arrays)
+    except KeyError as err:
+        raise damaged(f"a required field {err.args[0]!r} is missing") from None
+    except (TypeError, ValueError, AttributeError, IndexError) as err:
+        raise damaged(str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}") from None
+    try:
+        verify(g)
+    except IRError as err:
+        from ..diagnostics import Note
+        d = err.diagnostic
+        err.diagnostic = type(d)(d.message, d.span, (*d.notes, Note("the graph was loaded from this saved IR, "
+                                                                    "which is damaged", here)))
+        raise
+    return g
+
+
+def _check_references(data: dict) -> None:
+    """Node ids are unique ints, and every input, model input and output names one of them."""
+    ids = [n["id"] for n in data["nodes"]]
+    if any(type(i) is not int for i in ids) or len(set(ids)) != len(ids):
+        raise ValueError("node ids must be distinct integers")
+    known = set(ids)
+    for n in data["nodes"]:
+        for src in n["inputs"]:
+            if src not in known:
+                raise ValueError(f"node {n['id']} reads node {src}, which does not exist")
+    for key in ("inputs", "outputs"):
+        for nid in data[key]:
+            if nid not in known:
+                raise ValueError(f"the model's {key} name node {nid}, which does not exist")
+
+
+def _check_dimensions(g: Graph, arrays) -> None:
+    """Dimensions are positive ints (the batch may be ``"N"``), tensors match their declared shapes."""
+    def dims_ok(shape, batch: bool) -> bool:
+        return all((batch and i == 0 and d == "N") or (type(d) is int and 0 < d < 2**31)
+                   for i, d in enumerate(shape))
+
+    for nid in g.nx.nodes:
+        d = g.data(nid)
+        if not dims_ok(d["shape"], True):
+            raise ValueError(f"node {nid} has the shape {d['shape']}, whose dimensions are not positive integers")
+    for name, p in g.params.items():
+        if not dims_ok(p.shape, False):
+            raise ValueError(f"parameter {name} has the shape {p.shape}, whose dimensions are not positive")
+        if arrays is not None and name in arrays and tuple(arrays[name].shape) != tuple(p.shape):
+            raise ValueError(f"parameter {name} is declared {tuple(p.shape)} but its stored tensor is "
+                             f"{tuple(arrays[name].shape)}")

@@ -26,7 +26,9 @@ def window_out(op: str, size: int, k: int, s: int, p: int, d: int = 1, ceil_mode
                          f"least 0, but got kernel {k}, stride {s}, dilation {d} and padding {p}.")
     eff = d * (k - 1) + 1
     span = size + 2 * p - eff
-    if span < 0:
+    # with ceil_mode a window may hang over the end (PyTorch: ceil((size + 2p - eff) / s) + 1 windows,
+    # so a 3x3 window with stride 2 still fits once on a 2x2 input)
+    if span < 0 and not (ceil_mode and span + s - 1 >= 0):
         raise ShapeError(f"'{op}' shrinks the {axis} to zero or below: a window of {eff} (kernel {k}, "
                          f"dilation {d}) does not fit in the {axis} of {size} plus padding {p} on each side; use a smaller "
                          "kernel or more padding, or a larger input.")
@@ -46,6 +48,14 @@ def norm_dim(op: str, dim: int, rank: int) -> int:
 
 
 def broadcast(op: str, shapes) -> tuple:
+    """NumPy broadcasting of the inputs of an element-wise op. Every tensor carries the batch first, so
+    the inputs must have one rank: aligned from the right, a batch of a lower-rank input would meet
+    another input's channel or spatial dimension (``(N, C, 1, 1) * (N, F)`` broadcasts to
+    ``(N, C, N, F)``, which is a shape check's success and a run-time failure)."""
+    if len({len(s) for s in shapes}) > 1:
+        raise ShapeError(f"'{op}' combines tensors element by element, which needs them to have the same "
+                         "number of dimensions so that their batch dimensions line up, but got shapes "
+                         + " and ".join(fmt(s) for s in shapes) + "; reshape or flatten one of them first.")
     rank = max(len(s) for s in shapes)
     padded = [(1,) * (rank - len(s)) + tuple(s) for s in shapes]
     out = []

@@ -1,0 +1,99 @@
+"""Inputs that used to escape as Python exceptions or as silently wrong graphs (issue 15)."""
+from __future__ import annotations
+
+import pytest
+
+import archdsl
+from archdsl import ArchError
+from archdsl.diagnostics import MAX_ECHO
+
+ALEXNET = "zoo_specs/alexnet.arch"
+
+
+# ---- the Python API with wrong types ----------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(defines=["n=5"]), 'error: load() takes defines as a dict from parameter name to spec text, such as '
+                            '{"num_classes": "10"}, not list; for Python values pass keyword arguments: '
+                            'load(source, num_classes=10).'),
+    (dict(defines={"n": 5}), "error: load() takes defines as a dict from parameter name to spec text, but it holds "
+                             "'n': 5; both must be strings, the name an identifier."),
+    (dict(model=5), 'error: load() takes the model\'s name as a string (or None for a file\'s only model), not int: '
+                    'load(source, "resnet18").'),
+    (dict(max_nodes=None), "error: load() takes max_nodes as an int, not None."),
+    (dict(max_nodes=0), "error: load() needs max_nodes of at least 1, but got 0."),
+    (dict(seed="x"), "error: load() takes seed as an int, not str."),
+])
+def test_load_says_which_argument_has_the_wrong_type(kwargs, message):
+    with pytest.raises(ArchError) as err:
+        archdsl.load(ALEXNET, **kwargs)
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize("fn", [archdsl.load, archdsl.list_models])
+def test_a_source_that_is_neither_path_nor_text(fn):
+    with pytest.raises(ArchError) as err:
+        fn(5)
+    assert "takes a path (str or pathlib.Path)" in str(err.value) and str(err.value).endswith("not int.")
+
+
+def test_model_parameters_of_the_wrong_type_are_located_errors():
+    with pytest.raises(ArchError) as err:
+        archdsl.load("zoo_specs/resnet.arch", "resnet18", num_classes=[1, 2])
+    assert str(err.value).splitlines()[0] == ("<api>:1:1: error: Argument 'num_classes' of model 'resnet' must be "
+                                              "an int, but got a list [1, 2].")
+
+
+# ---- element-wise ops keep the batch in front ---------------------------------------------------------
+
+def test_mul_of_different_ranks_is_refused_instead_of_moving_the_batch():
+    src = ("model m() {\n    input x: [3, 12, 12]\n    a = x -> adaptive_avgpool(1)\n    b = x -> reshape([-1])\n"
+           "    output (a, b) -> mul\n}\n")
+    with pytest.raises(ArchError) as err:
+        archdsl.load(src)
+    assert str(err.value).splitlines()[0] == (
+        "<string>:5:22: error: 'mul' combines tensors element by element, which needs them to have the same "
+        "number of dimensions so that their batch dimensions line up, but got shapes (N, 3, 1, 1) and (N, 432); "
+        "reshape or flatten one of them first.")
+
+
+def test_mul_of_one_rank_still_broadcasts():
+    src = ("model m() {\n    input x: [3, 12, 12]\n    a = x -> adaptive_avgpool(1)\n"
+           "    output (x, a) -> mul\n}\n")
+    g = archdsl.load(src)
+    assert g.data(g.outputs[0])["shape"] == ("N", 3, 12, 12)
+
+
+# ---- diagnostics stay short ----------------------------------------------------------------------
+
+def test_a_diagnostic_on_a_megabyte_line_shows_a_window_around_the_caret():
+    src = "model m() { input x: [3, 8, 8] output x -> " + "relu -> " * 50_000 + "nosuch }"
+    with pytest.raises(ArchError) as err:
+        archdsl.load(src)
+    text = str(err.value)
+    head, line, caret = text.splitlines()
+    assert head == "<string>:1:400044: error: Unknown layer 'nosuch'; no op, block or variable has this name."
+    assert len(line) < MAX_ECHO + 20 and line.startswith(" 1 | ...relu -> ")
+    assert line.index("nosuch") == caret.index("^") and caret.count("^") == len("nosuch")
+
+
+# ---- pooling windows agree with PyTorch ---------------------------------------------------------------
+
+def test_window_sizes_are_pytorchs_on_a_grid_including_overhanging_ceil_windows():
+    torch = pytest.importorskip("torch")
+    from archdsl.ir.shape_rules import ShapeError, window_out
+    for size in range(1, 10):
+        for k in range(1, 6):
+            for stride in range(1, 4):
+                for pad in range(0, k // 2 + 1):
+                    for ceil in (False, True):
+                        try:
+                            want = torch.nn.functional.max_pool2d(torch.zeros(1, 1, size, size), k, stride, pad,
+                                                                  ceil_mode=ceil).shape[-1]
+                        except RuntimeError:
+                            want = None
+                        try:
+                            got = window_out("maxpool", size, k, stride, pad, 1, ceil)
+                        except ShapeError:
+                            got = None
+                        assert got == want, (size, k, stride, pad, ceil)
