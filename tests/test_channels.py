@@ -377,8 +377,14 @@ def test_slices_partition_the_parameters(file, model):
     for n in g.nodes():
         opdef = ops.get(n.op)
         for local, axis in opdef.channels.params:           # own axes are covered whole
-            if local in n.params:
-                assert len(np.concatenate(seen[(n.params[local], axis)])) == n.param(local).shape[axis]
+            if local not in n.params:
+                continue
+            shape = n.param(local).shape
+            if axis is None:        # "broadcast": the axis aligned with the input's channels, if it is not 1
+                axis = len(shape) - (len(n.shape) - 1)
+                if not 0 <= axis < len(shape) or shape[axis] == 1:
+                    continue
+            assert len(np.concatenate(seen[(n.params[local], axis)])) == shape[axis]
     assert report(g, groups).splitlines()[-1].startswith(f"{len(groups)} groups")
 
 

@@ -58,7 +58,8 @@ def test_non_arch_files_are_refused_unread(tmp_path, capsys):
 
 
 def test_bench_frontend_json(capsys):
-    assert main(["bench-frontend", "--blocks", "2,4", "--json", "--no-progress"]) == 0
+    assert main(["bench-frontend", "--models", "resnet.arch:resnet152,densenet.arch:densenet201", "--blocks", "2,4",
+                 "--json", "--no-progress"]) == 0
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert [r["spec"] for r in rows] == ["resnet.arch:resnet152", "densenet.arch:densenet201",
                                          "generated(blocks=2)", "generated(blocks=4)"]
@@ -69,3 +70,6 @@ def test_bench_frontend_json(capsys):
 def test_bench_frontend_rejects_bad_sizes(capsys):
     assert main(["bench-frontend", "--blocks", "2,x"]) == 1
     assert "--blocks expects comma-separated ints" in capsys.readouterr().err
+    assert main(["bench-frontend", "--models", "resnet152"]) == 1
+    assert capsys.readouterr().err.strip() == ("error: --models expects comma-separated FILE.arch:MODEL pairs, "
+                                               "such as resnet.arch:resnet152, but got 'resnet152'.")

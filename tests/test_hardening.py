@@ -97,3 +97,19 @@ def test_window_sizes_are_pytorchs_on_a_grid_including_overhanging_ceil_windows(
                         except ShapeError:
                             got = None
                         assert got == want, (size, k, stride, pad, ceil)
+
+
+# ---- op arguments that torch or fold-bn would fail on later ------------------------------------------
+
+@pytest.mark.parametrize("layer, message", [
+    ("bn(eps=-1)", "'bn' needs eps above 0, but it is -1.0."),
+    ("bn(momentum=2.0)", "'bn' needs momentum between 0 and 1, but it is 2.0."),
+    ("leaky_relu(1e308)", "'leaky_relu' was given negative_slope=1e+308, which float32 cannot hold; use a finite "
+                          "number of magnitude below 3.4e38."),
+    ("elu(-1e39)", "'elu' was given alpha=-1e+39, which float32 cannot hold; use a finite number of magnitude "
+                   "below 3.4e38."),
+])
+def test_float_arguments_are_checked_where_they_are_written(layer, message):
+    with pytest.raises(ArchError) as err:
+        archdsl.load("model m() {\n    input x: [3, 8, 8]\n    output x -> " + layer + "\n}\n")
+    assert str(err.value).splitlines()[0] == "<string>:3:17: error: " + message

@@ -11,6 +11,7 @@ import torch
 import archdsl
 from archdsl import ArchError
 from archdsl.backends import torch_lowering
+from archdsl.backends.torch_layers import CLASSES
 from archdsl.backends.torch_source import build_module, generate_source
 from archdsl.ir import ops
 from archdsl.ir.types import INT_RANGES, numpy_dtype
@@ -54,7 +55,8 @@ def test_every_module_form_names_a_real_torch_class_and_the_ops_attributes():
             continue
         attrs = {a.name for a in ops.get(name).args}
         for rank in (2, 3, 4):
-            assert isinstance(getattr(torch.nn, low.module.class_name(rank)), type), name
+            cls = low.module.class_name(rank)          # torch.nn's, or one of torch_layers (LayerNorm2d)
+            assert isinstance(CLASSES.get(cls) or getattr(torch.nn, cls), type), name
         features = {low.module.features[0]} if low.module.features else set()
         for arg, _ in low.module.args + low.module.kwargs:
             assert arg in attrs | features, (name, arg)

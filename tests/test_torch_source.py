@@ -50,7 +50,7 @@ def test_source_module_matches_the_interpreter(spec, model):
 
 @pytest.mark.parametrize("model", sorted(TWINS))
 def test_torchvision_weights_load_strictly_and_agree(model):
-    spec = next(s for s, m in zoo_models() if m == model)
+    spec = next(s for s, m in zoo_models(every=True) if m == model)
     g = small(ZOO / spec, model)
     built = build_module(g).eval()
     twin = getattr(torchvision.models, model)(**TWINS[model]).eval()
@@ -89,7 +89,9 @@ def test_densenet121_rolls_its_dense_blocks_into_loops():
     assert 'f"denselayer{i + 1}",' in src and "DenseLayer(in_channels + i * growth, growth, bn_size)" in src
     assert "nn.Conv2d(in_channels, growth * bn_size, kernel_size=1, bias=False)" in src
     assert "in_channels, int(in_channels * theta), kernel_size=1, bias=False" in src
-    assert "self.denseblock3 = DenseBlock(256, 24, growth, bn_size)" in src
+    # growth also sets the transitions' widths (256 = 64 + 6 * 32), written as numbers: not an argument
+    assert "self.denseblock3 = DenseBlock(256, 24, 32, bn_size)" in src
+    assert "    def __init__(self, bn_size: int = 4, num_classes: int = 1000) -> None:" in src
 
 
 def test_the_source_is_black_formatted():

@@ -106,8 +106,9 @@ def expected(graph, depth):
     return clusters, boxes, nodes, {e for e in edges if e[0] != e[1]}
 
 
-def parse_dot(text):
-    """The clusters (with their parent cluster), nodes (with theirs) and edges (with attributes) of our DOT."""
+def parse_dot(text, ranks=None):
+    """The clusters (with their parent cluster), nodes (with theirs) and edges (with attributes) of our DOT;
+    ``rank=same`` groups go to ``ranks`` (a list) when given."""
     clusters, nodes, edges, stack = {}, {}, [], [""]
     for line in text.splitlines()[1:-1]:
         if m := re.fullmatch(r'\s*subgraph "cluster_(.*)" \{', line):
@@ -119,20 +120,29 @@ def parse_dot(text):
             edges.append((m[1], m[2], m[3]))
         elif m := re.fullmatch(r'\s*"([^"]+)" \[.*\];', line):
             nodes[m[1]] = stack[-1]
+        elif m := re.fullmatch(r'\s*\{rank=same; ((?:"[^"]+"; )*"[^"]+");\}', line):
+            if ranks is not None:
+                ranks.append((stack[-1], re.findall(r'"([^"]+)"', m[1])))
         else:
             assert re.fullmatch(r"\s*(graph|node|edge) \[.*\];", line), line
     assert stack == [""]
     return clusters, nodes, edges
 
 
+def visible(edges):
+    return [e for e in edges if 'style="invis"' not in e[2]]
+
+
 def through_rails(nodes, edges):
-    """Edges between real nodes, with each path through dense-rail points ``r<id>`` as one edge."""
+    """Edges between real nodes and boxes, with each path through dense-rail points ``r<id>`` and cluster
+    entry points ``e:C/T`` as one edge."""
     succ = {}
-    for t, h, _ in edges:
+    for t, h, _ in visible(edges):
         succ.setdefault(t, []).append(h)
+    passing = lambda k: k.startswith(("r", "e:"))
     out = set()
     for t in nodes:
-        if t.startswith("r"):
+        if passing(t) or t.startswith("t:"):
             continue
         todo, seen = list(succ.get(t, [])), set()
         while todo:
@@ -140,16 +150,36 @@ def through_rails(nodes, edges):
             if h in seen:
                 continue
             seen.add(h)
-            if h.startswith("r"):
+            if passing(h):
                 todo += succ.get(h, [])
             else:
                 out.add((t, h))
     return out
 
 
+def check_titles(clusters, nodes, edges, ranks):
+    """Every cluster has its title node; an edge enters a cluster only at one of its entry points, which
+    share the title's rank and lie to its right; so no edge crosses a title."""
+    around = lambda k: [] if not nodes[k] else [nodes[k]] + around_c(nodes[k])
+    around_c = lambda c: [] if not clusters[c] else [clusters[c]] + around_c(clusters[c])
+    assert {k[2:] for k in nodes if k.startswith("t:")} == set(clusters)
+    assert all(nodes["t:" + c] == c for c in clusters)
+    groups = {c: names for c, names in ranks}
+    flat = {(t, h) for t, h, a in edges if 'style="invis"' in a}
+    for t, h, _ in visible(edges):
+        entered = [c for c in around(h) if c not in around(t)]
+        if entered:
+            assert entered == [nodes[h]] and h.startswith(f"e:{nodes[h]}/"), (t, h)
+            assert h in groups[nodes[h]] and groups[nodes[h]][0] == f"t:{nodes[h]}"
+            assert (f"t:{nodes[h]}", h) in flat
+    for c, names in ranks:
+        assert names[0] == f"t:{c}" and all(nodes[x] == c and x.startswith(f"e:{c}/") for x in names[1:])
+
+
 def check_structure(graph, depth, text=None):
     text = text if text is not None else to_dot(graph, depth)
-    clusters, nodes, edges = parse_dot(text)
+    ranks = []
+    clusters, nodes, edges = parse_dot(text, ranks)
     want_clusters, want_boxes, want_nodes, want_edges = expected(graph, depth)
     assert clusters == want_clusters
     assert {k[2:]: v for k, v in nodes.items() if k.startswith("b:")} == want_boxes
@@ -161,6 +191,7 @@ def check_structure(graph, depth, text=None):
             assert parent == "" or scope == parent or scope.startswith(parent + "."), (k, parent)
     assert len({(t, h) for t, h, _ in edges}) == len(edges)           # merged: one drawn edge per pair
     assert through_rails(nodes, edges) == want_edges
+    check_titles(clusters, nodes, edges, ranks)
     return clusters, nodes, edges
 
 
@@ -173,7 +204,7 @@ def test_every_zoo_model_at_every_depth(file, name):
     for depth in list(range(view["max_depth"] + 1)) + [None]:
         check_structure(graph, depth, emit(view, expanded_at(view, depth)))
     clusters, nodes, edges = parse_dot(emit(view, expanded_at(view, None)))
-    assert {k for k in nodes if not k.startswith("r")} == {f"n{i}" for i in graph.node_ids()}
+    assert {k for k in nodes if not k.startswith(("r", "t:", "e:"))} == {f"n{i}" for i in graph.node_ids()}
     assert through_rails(nodes, edges) == {(f"n{u}", f"n{v}") for u, v in graph.nx.edges}
 
 
@@ -209,9 +240,13 @@ def test_inception_branches_are_clusters_side_by_side_in_order():
                         "mix.b3.1": "mix.b3"}
     concat = next(n for n in graph.nodes() if n.op == "concat")
     assert 'ordering="in"' in next(l for l in to_dot(graph).splitlines() if l.strip().startswith(f'"n{concat.id}"'))
-    # the tensor entering the module is labelled once although three branches read it
+    # the tensor entering the module is labelled once, on its way to the module's entry point (beside the
+    # title), where it fans out to the three branches
     stem = next(n.id for n in graph.nodes() if n.scope == "stem")
-    assert [("label=" in a) for t, _, a in edges if t == f"n{stem}"] == [True, False, False]
+    assert [(h, "label=" in a) for t, h, a in edges if t == f"n{stem}"] == [(f"e:mix/n{stem}", True)]
+    fan = [(h, a) for t, h, a in edges if t == f"e:mix/n{stem}"]
+    assert [h for h, _ in fan] == [f"e:mix.b1/n{stem}", f"e:mix.b2/n{stem}", f"e:mix.b3/n{stem}"]
+    assert not any("label=" in a for _, a in fan)
     clusters, nodes, _ = check_structure(graph, 1)
     assert clusters == {"mix": ""} and {k for k in nodes if k.startswith("b:")} == {"b:mix.b1", "b:mix.b2",
                                                                                      "b:mix.b3"}
@@ -309,8 +344,52 @@ def test_graphviz_svg_has_the_same_structure(tmp_path):
         kinds = lambda k: [g for g in groups if k in g.get("class", "").split()]
         assert {g.get("id")[2:] for g in kinds("cluster")} == set(clusters)
         assert {g.get("id") for g in kinds("node")} == set(nodes)
+        assert {g.get("id") for g in kinds("title")} == {f"t:{c}" for c in clusters}
         titles = {g.find("{http://www.w3.org/2000/svg}title").text for g in kinds("edge")}
-        assert titles == {f"{t}->{h}" for t, h, _ in edges}
+        assert titles == {f"{t}->{h}" for t, h, _ in visible(edges)}   # Graphviz leaves invisible ones out
+
+
+def _boxes_and_curves(svg_text):
+    """Graphviz's SVG: the bounding box of every title node, and points along every edge's curve."""
+    ns = "{http://www.w3.org/2000/svg}"
+    root = ET.fromstring(svg_text)
+    titles, curves = {}, {}
+    for g in root.iter(ns + "g"):
+        cls = g.get("class", "").split()
+        if "title" in cls:
+            pts = [tuple(map(float, p.split(","))) for poly in g.iter(ns + "polygon")
+                   for p in poly.get("points").split()]
+            xs, ys = [x for x, _ in pts], [y for _, y in pts]
+            titles[g.get("id")] = (min(xs), min(ys), max(xs), max(ys))
+        elif "edge" in cls:
+            for path in g.iter(ns + "path"):
+                nums = [tuple(map(float, xy.split(","))) for xy in re.findall(r"-?[\d.]+,-?[\d.]+", path.get("d"))]
+                points = [nums[0]]
+                for i in range(1, len(nums) - 2, 3):          # cubic Bezier pieces
+                    (x0, y0), (x1, y1), (x2, y2), (x3, y3) = nums[i - 1], nums[i], nums[i + 1], nums[i + 2]
+                    for k in range(1, 21):
+                        t = k / 20
+                        a, b, c, d = (1 - t) ** 3, 3 * t * (1 - t) ** 2, 3 * t * t * (1 - t), t ** 3
+                        points.append((a * x0 + b * x1 + c * x2 + d * x3, a * y0 + b * y1 + c * y2 + d * y3))
+                curves[g.find(ns + "title").text] = points
+    return titles, curves
+
+
+@needs_dot
+@pytest.mark.parametrize("spec,model,depth", [("googlenet.arch", None, 1), ("googlenet.arch", None, None),
+                                              ("resnet.arch", "resnet18", None)])
+def test_graphviz_draws_no_edge_across_a_title(spec, model, depth):
+    from archdsl.viz.render import run_dot
+    svg = run_dot(to_dot(archdsl.load(ZOO / spec, model), depth), "svg").decode()
+    titles, curves = _boxes_and_curves(svg)
+    clusters = [g for g in ET.fromstring(svg).iter("{http://www.w3.org/2000/svg}g")
+                if "cluster" in g.get("class", "").split()]
+    assert titles and curves and len(clusters) == len(titles)
+    assert not [t for g in clusters for t in g.iter("{http://www.w3.org/2000/svg}text")]   # titles are nodes
+    for edge, points in curves.items():
+        for tid, (x0, y0, x1, y1) in titles.items():
+            inside = [(x, y) for x, y in points if x0 + 1 < x < x1 - 1 and y0 + 1 < y < y1 - 1]
+            assert not inside, (edge, tid, inside[:3])
 
 
 @needs_dot
@@ -424,57 +503,175 @@ class Chromium:
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
-CENTRE = "(() => {{ const e = document.getElementById({0!r}); e.scrollIntoView({{block: 'center'}}); " \
-         "const r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; }})()"
-LABEL = "(() => {{ const t = document.getElementById({0!r}).querySelector('text'); " \
-        "t.scrollIntoView({{block: 'center'}}); const r = t.getBoundingClientRect(); " \
-        "return [r.x + 4, r.y + r.height / 2]; }})()"
+# brings an element into view through the page's own panning, then its centre on screen
+CENTRE = "(() => {{ window.archviz.focus({0!r}); const r = document.getElementById({0!r}).getBoundingClientRect(); " \
+         "return [r.x + r.width / 2, r.y + r.height / 2]; }})()"
+RECT = "(() => {{ const r = document.getElementById({0!r}).getBoundingClientRect(); " \
+       "return [r.left, r.top, r.right, r.bottom]; }})()"
+PANE = RECT.format("graph")
+DRAWING = "(() => { const r = document.querySelector('#graph svg g.graph').getBoundingClientRect(); " \
+          "return [r.left, r.top, r.right, r.bottom]; })()"
 
 
-@pytest.mark.skipif(_browser() is None, reason="no Chromium installed")
-def test_html_page_expands_and_collapses_on_click(tmp_path):
+@pytest.fixture(scope="module")
+def browser():
+    if _browser() is None:
+        pytest.skip("no Chromium installed")
+    b = Chromium(_browser())
+    yield b
+    b.close()
+
+
+def _ids(browser, cls):
+    return set(browser.js(f"[...document.querySelectorAll('#graph g.{cls}')].map(g => g.id)"))
+
+
+def _screenshot(browser):
+    from PIL import Image
+    shot = base64.b64decode(browser.send("Page.captureScreenshot", {"format": "png"})["data"])
+    return shot, Image.open(io.BytesIO(shot)).convert("RGB")
+
+
+def test_html_page_expands_and_collapses_on_click(tmp_path, browser):
     graph = archdsl.load(RESNET, "resnet18")
     page = tmp_path / "resnet18.html"
     assert main(["viz", RESNET, "--model", "resnet18", "--depth", "1", "-o", str(page)]) == 0
     view = build_view(graph)
-    browser = Chromium(_browser())
-    try:
-        browser.open(page.as_uri())
-        browser.wait("window.archviz && document.body.dataset.renders === '1'")
-        ids = lambda cls: set(browser.js(f"[...document.querySelectorAll('g.{cls}')].map(g => g.id)"))
-        want_clusters, want_boxes, _, _ = expected(graph, 1)
-        assert ids("cluster") == {f"c:{p}" for p in want_clusters}
-        assert {i for i in ids("node") if i.startswith("b:")} == {f"b:{p}" for p in want_boxes}
-        # the page's JavaScript writes the same DOT as the Python emitter
-        for expanded in (expanded_at(view, 0), expanded_at(view, 1), expanded_at(view, None),
-                         ["layer1", "layer3", "layer3.1"]):
-            assert browser.js(f"window.archviz.emit({json.dumps(expanded)})") == emit(view, expanded)
+    browser.events.clear()
+    browser.open(page.as_uri())
+    browser.wait("window.archviz && document.body.dataset.renders === '1'")
+    ids = lambda cls: _ids(browser, cls)
+    want_clusters, want_boxes, _, _ = expected(graph, 1)
+    assert ids("cluster") == {f"c:{p}" for p in want_clusters}
+    assert {i for i in ids("node") if i.startswith("b:")} == {f"b:{p}" for p in want_boxes}
+    # the page's JavaScript writes the same DOT as the Python emitter
+    for expanded in (expanded_at(view, 0), expanded_at(view, 1), expanded_at(view, None),
+                     ["layer1", "layer3", "layer3.1"], ["layer2.0"]):
+        assert browser.js(f"window.archviz.emit({json.dumps(expanded)})") == emit(view, expanded)
 
-        browser.click(*browser.js(CENTRE.format("b:layer2.0")))                  # expand a residual block
-        browser.wait("document.body.dataset.renders === '2'")
-        assert "c:layer2.0" in ids("cluster") and "b:layer2.0" not in ids("node")
-        assert "b:layer2.0.downsample" in ids("node")
-        shortcut = browser.js("[...document.querySelectorAll('g.edge')].filter(g => "
-                              "g.querySelector('path').getAttribute('stroke-dasharray')).length")
-        assert shortcut >= 1
-        shot = base64.b64decode(browser.send("Page.captureScreenshot", {"format": "png"})["data"])
-        (tmp_path / "expanded.png").write_bytes(shot)
-        if os.environ.get("ARCHVIZ_SCREENSHOT"):                                  # to look at it
-            Path(os.environ["ARCHVIZ_SCREENSHOT"]).write_bytes(shot)
+    browser.click(*browser.js(CENTRE.format("b:layer2.0")))                  # expand a residual block
+    browser.wait("document.body.dataset.renders === '2'")
+    assert "c:layer2.0" in ids("cluster") and "b:layer2.0" not in ids("node")
+    assert "b:layer2.0.downsample" in ids("node")
+    shortcut = browser.js("[...document.querySelectorAll('g.edge')].filter(g => "
+                          "g.querySelector('path').getAttribute('stroke-dasharray')).length")
+    assert shortcut >= 1
+    left, top, right, bottom = browser.js(RECT.format("c:layer2.0"))      # the view follows the new block
+    pane = browser.js(PANE)
+    assert pane[0] <= left and right <= pane[2] and pane[1] <= top and bottom <= pane[3]
+    browser.js("document.getElementById('zoom-reset').click()")             # 100%, around the block
+    shot, img = _screenshot(browser)
+    (tmp_path / "expanded.png").write_bytes(shot)
+    if os.environ.get("ARCHVIZ_SCREENSHOT"):                                  # to look at it
+        Path(os.environ["ARCHVIZ_SCREENSHOT"]).write_bytes(shot)
 
-        browser.click(*browser.js(LABEL.format("c:layer2")))                     # collapse a whole stage
-        browser.wait("document.body.dataset.renders === '3'")
-        assert "b:layer2" in ids("node") and not {"c:layer2", "c:layer2.0"} & ids("cluster")
-        requests = [e["params"]["request"]["url"] for e in browser.events
-                    if e.get("method") == "Network.requestWillBeSent"]
-        assert requests and all(u.startswith(("file:", "data:", "about:")) for u in requests), requests
-    finally:
-        browser.close()
+    browser.click(*browser.js(CENTRE.format("t:layer2")))                    # its title collapses a stage
+    browser.wait("document.body.dataset.renders === '3'")
+    assert "b:layer2" in ids("node") and not {"c:layer2", "c:layer2.0"} & ids("cluster")
+    requests = [e["params"]["request"]["url"] for e in browser.events
+                if e.get("method") == "Network.requestWillBeSent"]
+    assert requests and all(u.startswith(("file:", "data:", "about:")) for u in requests), requests
 
-    from PIL import Image
-    img = Image.open(io.BytesIO(shot)).convert("RGB")
     assert img.size == (1200, 900)
     colours = img.getcolors(1 << 20)
     assert len(colours) > 50                                                  # a picture, not a blank page
     red = sum(n for n, (r, g, b) in colours if r > 180 and g < 60 and b < 60)
     assert red > 50                                                           # the dashed shortcut is on screen
+
+
+def _key(browser, key, code=None):
+    for kind in ("keyDown", "keyUp"):
+        browser.send("Input.dispatchKeyEvent", {"type": kind, "key": key, "code": code or key,
+                                                "windowsVirtualKeyCode": {"Enter": 13, "ArrowDown": 40}[key]})
+
+
+def test_html_page_opens_collapsed_and_fitted_and_finds_a_layer(tmp_path, browser):
+    googlenet = ZOO / "googlenet.arch"
+    graph = archdsl.load(googlenet)
+    page = tmp_path / "googlenet.html"
+    assert main(["viz", str(googlenet), "-o", str(page)]) == 0                 # no --depth: the page's default
+    browser.events.clear()
+    browser.open(page.as_uri())
+    browser.wait("window.archviz && document.body.dataset.renders === '1'")
+    # every top-level block is one box, nothing is a cluster
+    assert _ids(browser, "cluster") == set()
+    top = {p for p, s in build_view(graph)["scopes"].items() if s["depth"] == 1}
+    assert {i[2:] for i in _ids(browser, "node") if i.startswith("b:")} == top
+    assert browser.js("document.getElementById('status').textContent") == "0 of 93 blocks expanded"
+    # fitted: all of the drawing in the pane, centred, touching the pane's margin on one axis
+    pane, drawing = browser.js(PANE), browser.js(DRAWING)
+    gaps = [drawing[0] - pane[0], drawing[1] - pane[1], pane[2] - drawing[2], pane[3] - drawing[3]]
+    assert min(gaps) >= 0 and abs(gaps[0] - gaps[2]) < 2 and abs(gaps[1] - gaps[3]) < 2, gaps
+    assert min(gaps) < 20 and gaps[0] > 100, gaps                              # tall: the sides are empty
+
+    # typing part of a scope lists the matches, best first
+    browser.js("document.getElementById('search').focus()")
+    browser.send("Input.insertText", {"text": "inception4a.branch2"})
+    listed = browser.js("[...document.querySelectorAll('#matches li')].map(l => l.firstChild.textContent)")
+    assert listed[0] == "inception4a.branch2" and all("inception4a.branch2" in x for x in listed)
+    assert len(listed) == sum(1 for e in build_view(graph)["index"] if "inception4a.branch2" in e[0])
+    _key(browser, "Enter")                                                   # choose the first
+    browser.wait("document.body.dataset.renders === '2'")
+    assert _ids(browser, "cluster") == {"c:inception4a"}                     # its ancestors expanded, no more
+    assert browser.js("document.body.dataset.hit") == "b:inception4a.branch2"
+    assert browser.js("document.getElementById('b:inception4a.branch2').classList.contains('hit')")
+    box, pane = browser.js(RECT.format("b:inception4a.branch2")), browser.js(PANE)
+    centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+    assert abs(centre[0] - (pane[0] + pane[2]) / 2) < 3 and abs(centre[1] - (pane[1] + pane[3]) / 2) < 3
+    assert box[2] - box[0] > 200                                              # zoomed in: readable
+
+    # a layer deep inside: its blocks open, and the search box matches anywhere in the scope
+    browser.js("const s = document.getElementById('search'); s.value = ''; s.focus()")
+    browser.send("Input.insertText", {"text": "4a.branch2.1.c"})
+    _key(browser, "Enter")
+    browser.wait("document.body.dataset.renders === '3'")
+    conv = next(n.id for n in graph.nodes() if n.scope == "inception4a.branch2.1.conv")
+    assert browser.js("document.body.dataset.hit") == f"n{conv}"
+    assert _ids(browser, "cluster") == {"c:inception4a", "c:inception4a.branch2", "c:inception4a.branch2.1"}
+
+    # dragging pans without expanding anything; the wheel zooms
+    before = browser.js("document.querySelector('#graph svg').getAttribute('viewBox')")
+    x, y = (pane[0] + 40, pane[3] - 40)
+    browser.send("Input.dispatchMouseEvent", {"type": "mousePressed", "x": x, "y": y, "button": "left",
+                                              "clickCount": 1})
+    browser.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x + 120, "y": y - 60, "button": "left"})
+    browser.send("Input.dispatchMouseEvent", {"type": "mouseReleased", "x": x + 120, "y": y - 60,
+                                              "button": "left", "clickCount": 1})
+    after = browser.js("document.querySelector('#graph svg').getAttribute('viewBox')")
+    assert before != after and browser.js("document.body.dataset.renders") == "3"
+    zoom = float(browser.js("document.body.dataset.zoom"))
+    browser.send("Input.dispatchMouseEvent", {"type": "mouseWheel", "x": 600, "y": 500, "deltaX": 0,
+                                              "deltaY": 300})
+    browser.wait(f"Number(document.body.dataset.zoom) < {zoom}")
+    requests = [e["params"]["request"]["url"] for e in browser.events
+                if e.get("method") == "Network.requestWillBeSent"]
+    assert requests and all(u.startswith(("file:", "data:", "about:")) for u in requests), requests
+
+
+def test_html_page_shows_hostile_names_as_text(tmp_path, browser):
+    from test_viz_html import PAYLOAD, XSS
+    graph = archdsl.load(XSS)
+    graph.name = PAYLOAD
+    write(graph, tmp_path / "x.html")
+    browser.events.clear()
+    browser.open((tmp_path / "x.html").as_uri())
+    browser.wait("window.archviz && document.body.dataset.renders === '1'")
+    assert not [e for e in browser.events if e.get("method") == "Page.javascriptDialogOpening"]
+    assert browser.js("document.scripts.length") == 4
+    assert browser.js("document.title") == f"{PAYLOAD} · archc viz"
+    assert browser.js("document.querySelector('header b').textContent") == PAYLOAD
+    label = browser.js("[...document.getElementById('b:blk').querySelectorAll('text')].map(t => t.textContent)")
+    assert label[1].startswith('tag="</script><script>alert(1)')
+
+
+@pytest.mark.parametrize("spec", [INCEPTION, DENSE, RESIDUAL], ids=["inception", "dense", "residual"])
+def test_html_page_emits_the_same_dot_as_python(tmp_path, browser, spec):
+    graph = archdsl.load(spec)
+    view = build_view(graph)
+    write(graph, tmp_path / "p.html")
+    browser.open((tmp_path / "p.html").as_uri())
+    browser.wait("window.archviz && document.body.dataset.renders === '1'")
+    scopes = [p for p in view["scopes"] if p]
+    choices = [expanded_at(view, d) for d in range(view["max_depth"] + 1)] + [scopes[1:], scopes[::2]]
+    for expanded in choices:
+        assert browser.js(f"window.archviz.emit({json.dumps(expanded)})") == emit(view, expanded)

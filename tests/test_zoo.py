@@ -419,7 +419,7 @@ def test_zfnet_feature_maps_follow_the_paper():
     assert first.attrs["kernel_size"] == (7, 7) and first.attrs["stride"] == (2, 2)
 
 
-@pytest.mark.parametrize("model", [m for f, m in MODELS if f == "vgg.arch"])
+@pytest.mark.parametrize("model", [m for f, m in EVERY if f == "vgg.arch"])
 def test_vgg_weight_layers_match_the_name(model):
     g = archdsl.load(ZOO / "vgg.arch", model)
     layers = int(re.match(r"vgg(\d+)", model).group(1))

@@ -32,16 +32,27 @@ REPRESENTATIVES = {
 }
 
 
+# The first zoo families run more than one size through the generic tests, but not every size: the
+# deeper and wider members repeat the same blocks (and VGG's 100M-weight classifiers make every copy
+# slow). tests/test_zoo.py still checks every size's names, shapes and counts.
+SAMPLED = {
+    "resnet.arch": ("resnet18", "resnet50"),                 # basic and bottleneck units
+    "densenet.arch": ("densenet121", "densenet_bc_100"),     # ImageNet and CIFAR DenseNets
+    "vgg.arch": ("vgg11", "vgg16_bn"),                       # without and with batch norm
+}
+
+
 def zoo_models(compilable: bool = True, every: bool = False) -> list[tuple[str, str]]:
     """(file name, model name) for the models of every zoo file; by default only those that compile as
     they are (generic models with required parameters are reached through their aliases), and for the
-    files of :data:`REPRESENTATIVES` only their representative unless ``every``."""
+    files of :data:`REPRESENTATIVES` and :data:`SAMPLED` only the models named there unless ``every``."""
     out = []
     for path in sorted(ZOO.glob("*.arch")):
+        chosen = SAMPLED.get(path.name) or (representatives(path.name) if path.name in REPRESENTATIVES else None)
         for m in archdsl.list_models(path):
             if compilable and m.required:
                 continue
-            if not every and path.name in REPRESENTATIVES and m.name not in representatives(path.name):
+            if not every and chosen is not None and m.name not in chosen:
                 continue
             out.append((path.name, m.name))
     return out

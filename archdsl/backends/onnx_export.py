@@ -84,7 +84,11 @@ class Body:
         if op_type == "Cast":
             self.types[outputs[0]] = attrs["to"]
         name = self.node_names.take(self.base if suffix is None else f"{self.base}/{suffix}")
-        node = helper.make_node(op_type, list(inputs), list(outputs), name=name, domain=domain or None, **attrs)
+        try:
+            node = helper.make_node(op_type, list(inputs), list(outputs), name=name, domain=domain or None, **attrs)
+        except ValueError as err:         # an attribute outside int64 (a stride of 10 ** 30)
+            raise ArchError(f"The ONNX {op_type} node cannot hold this layer's attributes ({err}): ONNX "
+                            "attributes are 64-bit integers.", (self.ir or {}).get("span")) from None
         for key, value in self.meta.items():
             node.metadata_props.add(key=key, value=value)
         self.nodes.append(node)

@@ -27,6 +27,12 @@ direct lowerings:
   and the saturation in float64 (exact over the whole int32 range), then ``Cast``.
 * ``dequantize`` (DequantizeLinear): x = float32(q - z) * s, with s, z and axis from the input's
   quantisation; ``cast`` is ``Cast``.
+* ``layer_norm`` over ``dim``: y = (x - mean) / sqrt(var + eps) * weight + bias, mean and biased
+  variance along ``dim``. From opset 17 ``LayerNormalization(axis=-1)``, with a ``Transpose`` moving
+  dimension 1 to the end and back when ``dim`` is 1 of a larger rank (ConvNeXt's LayerNorm2d does the
+  same permutes); before 17 spelled out as ReduceMean, Sub, Mul, ReduceMean, Add, Sqrt, Div, Mul, Add.
+* ``permute`` is ``Transpose``; ``scale`` is ``Mul(p, x)`` (p broadcasts from the right, as in
+  PyTorch); ``drop_path`` is ``Identity`` (stochastic depth is the identity in inference).
 """
 from __future__ import annotations
 
@@ -132,6 +138,51 @@ def _hardswish(b, n, ins, out, shapes):
     gate = b.tmp("gate")
     b.node("HardSigmoid", [ins[0]], [gate], alpha=1.0 / 6.0, beta=0.5, suffix="HardSigmoid")
     b.node("Mul", [ins[0], gate], [out])
+
+
+def _layer_norm(b, n, ins, out, shapes):
+    a, rank = n["attrs"], len(shapes[0])
+    d = a["dim"] % rank
+    c = shapes[0][d]
+    dt = numpy_dtype(n["dtype"])
+    if a["affine"]:
+        w, bias = b.param(n, "weight"), b.param(n, "bias")
+    else:
+        w, bias = b.const("ones", np.ones(c, dt)), b.const("zeros", np.zeros(c, dt))
+    last = d == rank - 1
+    to_end = [k for k in range(rank) if k != d] + [d]
+    back = [to_end.index(k) for k in range(rank)]
+    x = ins[0]
+    if not last:
+        x = b.tmp("channels_last")
+        b.node("Transpose", [ins[0]], [x], perm=to_end, suffix="Transpose")
+    normed = out if last else b.tmp("normalised")
+    if b.opset >= 17:
+        b.node("LayerNormalization", [x, w, bias], [normed], axis=-1, epsilon=float(a["eps"]),
+               suffix=None if last else "LayerNormalization")
+    else:
+        mean, diff, sq, var, shifted, std, unit, scaled = (b.tmp(t) for t in (
+            "mean", "centred", "square", "variance", "variance_eps", "std", "unit", "scaled"))
+        _reduce(b, "ReduceMean", x, mean, rank - 1, "Mean")
+        b.node("Sub", [x, mean], [diff], suffix="Sub")
+        b.node("Mul", [diff, diff], [sq], suffix="Square")
+        _reduce(b, "ReduceMean", sq, var, rank - 1, "Variance")
+        b.node("Add", [var, b.const("eps", _scalar(n, a["eps"]))], [shifted], suffix="Eps")
+        b.node("Sqrt", [shifted], [std], suffix="Sqrt")
+        b.node("Div", [diff, std], [unit], suffix="Div")
+        b.node("Mul", [unit, w], [scaled], suffix="Weight")
+        b.node("Add", [scaled, bias], [normed], suffix=None if last else "Bias")
+    if not last:
+        b.node("Transpose", [normed], [out], perm=back)
+
+
+def _permute(b, n, ins, out, shapes):
+    rank = len(shapes[0])
+    b.node("Transpose", [ins[0]], [out], perm=[k % rank for k in n["attrs"]["dims"]])
+
+
+def _scale(b, n, ins, out, shapes):
+    b.node("Mul", [b.param(n, "weight"), ins[0]], [out])
 
 
 def _softmax(op_type):
@@ -506,4 +557,8 @@ RULES = {
     "shared_linear": _shared_linear,
     "clamp": _clamp,
     "qclamp": _qclamp,
+    "layer_norm": _layer_norm,
+    "permute": _permute,
+    "scale": _scale,
+    "drop_path": _simple("Identity"),      # inference: stochastic depth is the identity
 }

@@ -21,22 +21,33 @@ difference gives one class per structure, numbered.
 """
 from __future__ import annotations
 
+import builtins
 import heapq
 import keyword
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from torch import nn
+
 from ..ir import ops as op_registry
 from ..ir.graph import Graph
 from .torch_exprs import Lin, infer, is_int
-from .torch_lowering import factory_dtype, lowering
+from .torch_lowering import Same, factory_dtype, lowering
 
 # registry channel kinds whose output has the first input's channel count ("mix": softmax, LRN keep the shape)
-KEEPS_CHANNELS = frozenset({"same", "elementwise", "sample", "mix"})
+KEEPS_CHANNELS = frozenset({"same", "elementwise", "sample", "mix", "broadcast"})
 CONSTRUCT_CLASS = {"seq": "Sequence", "parallel": "Parallel", "dense": "DenseBlock", "residual": "Residual",
                    "stn": "SpatialTransformer"}
-RESERVED = {"nn", "F", "torch", "Tensor", "OrderedDict", "self", "super"}
+# names the generated file defines or uses besides its classes; Python's built-ins (``int``, ``range``,
+# ``getattr`` appear in generated code) are never argument or variable names either
+RESERVED = {"nn", "F", "torch", "Tensor", "OrderedDict", "partial", "rename_keys", "self", "super", "WEIGHTS",
+            "load_weights", "LayerNorm2d", "Permute", "StochasticDepth"} | {n for n in dir(builtins) if not n.startswith("__")}
+# attributes of a module that a child must not be stored under: nn.Module's and nn.Sequential's
+# methods and properties, the attributes every instance has (``training``, ``_modules``) and those
+# PyTorch sets later (``torch.compile``, backward hooks)
+NN_MEMBERS = frozenset(dir(nn.Sequential)) | frozenset(vars(nn.Module())) | {
+    "_compiled_call_impl", "_is_full_backward_hook"}
 
 
 def camel(name: str) -> str:
@@ -44,7 +55,7 @@ def camel(name: str) -> str:
     out = "".join(p[:1].upper() + p[1:] for p in parts) or "Block"
     if out[0].isdigit():
         out = "Block" + out
-    return out + "Block" if out in RESERVED else out
+    return out + "Block" if out in RESERVED or keyword.iskeyword(out) else out
 
 
 def is_position(name: str) -> bool:
@@ -52,10 +63,19 @@ def is_position(name: str) -> bool:
 
 
 def identifier(name: str) -> str:
-    name = re.sub(r"\W", "_", name)
+    """An ASCII Python identifier for ``name``: other characters become ``_`` (so no two names that
+    Python would read as one, after NFKC normalisation, can both appear), a leading digit gets ``v``,
+    keywords and reserved names a trailing ``_``."""
+    name = re.sub(r"[^0-9A-Za-z_]", "_", name)
     if not name or name[0].isdigit():
         name = "v" + name
     return name + "_" if keyword.iskeyword(name) or name in RESERVED else name
+
+
+def is_attribute(name: str) -> bool:
+    """Whether ``self.<name>`` may hold a child module: an ASCII identifier that is no keyword and
+    no member of nn.Module or nn.Sequential."""
+    return name.isascii() and name.isidentifier() and not keyword.iskeyword(name) and name not in NN_MEMBERS
 
 
 def parent(path: str) -> str:
@@ -126,10 +146,17 @@ class ClassDef:
 
 
 class Analysis:
-    """The module tree of a graph and the classes that build it."""
+    """The module tree of a graph and the classes that build it.
 
-    def __init__(self, graph: Graph):
+    ``model_args`` limits the model's parameters its class may take as arguments (None: no
+    limit); ``static_ok(class name, parameter)`` says whether a block class may take a parameter
+    that has the same value in every instance. :mod:`.torch_args` decides which are sound.
+    """
+
+    def __init__(self, graph: Graph, model_args=None, static_ok=None):
         self.graph = graph
+        self.model_args = None if model_args is None else frozenset(model_args)
+        self.static_ok = static_ok if static_ok is not None else (lambda cls, a: True)
         self.order = graph.node_ids()
         self.pos = {nid: i for i, nid in enumerate(self.order)}
         self.users: dict[int, list] = {nid: [] for nid in self.order}
@@ -295,7 +322,7 @@ class Analysis:
             else:
                 struct.append((k, v if not isinstance(v, list) else tuple(v)))
         if low.module is not None and low.module.features:
-            name, dim = low.module.features
+            name, dim = low.module.features[0], low.module.feature_dim(attrs)
             it.slots = {name: in_shapes[0][dim], **it.slots}
             if dim % len(in_shapes[0]) == 1:            # the input's channel count: follow the dataflow
                 it.hints[name] = it.inputs[0]
@@ -419,7 +446,8 @@ class Analysis:
         args = dict(base.info.args) if base.info is not None else {}
         for a, v in args.items():
             if (is_int(v) or isinstance(v, float)) and identifier(a) == a and a not in atoms and all(
-                    a in (i.info.args if i.info else {}) and type(i.info.args[a]) is type(v) for i in insts):
+                    a in (i.info.args if i.info else {}) and type(i.info.args[a]) is type(v) for i in insts) \
+                    and self._admits(cls, a):
                 atoms.append(a)
                 for env, inst in zip(envs, insts):
                     env[a] = inst.info.args[a]
@@ -473,6 +501,9 @@ class Analysis:
                 values = [inst.items[k].slots[slot] for _, inst, k in rows]
                 row_envs = [env for env, _, _ in rows]
                 hint = channels(it.hints[slot]) if slot in it.hints else None
+                same = _same_default(it, slot, self.graph)
+                if hint is None and same in it.slots and (words is None or slot not in words):
+                    hint = cls.exprs.get((j, same))     # a pool's unwritten stride is its kernel size
                 expr = infer(values, row_envs, atoms, (hint,), None if words is None else words.get(slot, set()),
                              frozenset(channel_atoms))
                 if expr is None:
@@ -511,6 +542,32 @@ class Analysis:
                     inst.values[p.name] = any(it.entity == entity for it in inst.items)
                 else:
                     inst.values[p.name] = env[p.name]
+
+    def _admits(self, cls: ClassDef, a: str) -> bool:
+        """Whether the definition's parameter ``a`` may be an argument of ``cls`` (see the class docstring)."""
+        if cls.kind == "model":
+            return self.model_args is None or a in self.model_args
+        if len({_typed(i.info.args[a]) for i in cls.insts}) > 1:
+            return True
+        return self.static_ok(cls.name, a)
+
+    def offered(self) -> list:
+        """The model's parameters its class takes as arguments."""
+        top = next(c for c in self.classes if c.kind == "model")
+        return [p.name for p in top.params if p.kind == "arg"]
+
+    def static(self) -> dict:
+        """``(class name, parameter) -> {instance path: value}`` for the arguments of block classes that
+        have one value in every instance."""
+        out = {}
+        for cls in self.classes:
+            if cls.kind == "model":
+                continue
+            for p in cls.params:
+                values = {i.path: _typed(i.values[p.name]) for i in cls.insts}
+                if p.kind == "arg" and len(set(values.values())) == 1:
+                    out[(cls.name, p.name)] = values
+        return out
 
     def _infer_rows(self, cls, j, it, present, atoms, extras, envs, channels) -> None:
         """Arguments of the layers of a dense loop, as expressions of the class's arguments and ``i``."""
@@ -665,6 +722,19 @@ class _AtomRef(Lin):
         return env[self.terms[0][0][1]]
 
 
+def _typed(v) -> tuple:
+    return type(v).__name__, v
+
+
+def _same_default(it: Item, slot: str, graph: Graph) -> str | None:
+    """The attribute whose value the layer's ``slot`` defaults to (a pool's stride: its kernel size)."""
+    if it.unit is not None or it.nid is None:
+        return None
+    form = lowering(graph.data(it.nid)["op"]).module
+    return next((d.other for n, d in (form.args + form.kwargs if form else ()) if n == slot and isinstance(d, Same)),
+                None)
+
+
 def channel_atoms_of(cls: ClassDef) -> set:
     return {p.name for p in cls.params if p.kind == "channels"} | {"in_channels", "in_features"}
 
@@ -688,7 +758,7 @@ def _reroll_dense(items: list, graph: Graph) -> list:
     if not units or len(items) != 2 * len(units) or any(it.container for it in items):
         return items
     m = re.fullmatch(r"(.*?)(\d+)", units[0].name)
-    if m is None or not m.group(1).isidentifier():
+    if m is None or not is_attribute(m.group(1)) or any(not is_attribute(u.name) for u in units):
         return items
     stem, offset = m.group(1), int(m.group(2))
     n = len(units)

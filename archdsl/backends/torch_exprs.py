@@ -36,8 +36,25 @@ def literal(v) -> str:
     if isinstance(v, list):
         return "[" + ", ".join(literal(x) for x in v) + "]"
     if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return string_literal(v)
     return repr(v)
+
+
+def string_literal(text: str) -> str:
+    """``text`` as a double-quoted Python string of printable ASCII: quotes, backslashes and every
+    other character are escapes, so no text can end the string or put a non-ASCII character in
+    the source."""
+    out = []
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif " " <= ch <= "~":
+            out.append(ch)
+        else:
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000
+                       else f"\\U{code:08x}")
+    return '"' + "".join(out) + '"'
 
 
 def eval_term(term: tuple, env: dict):
@@ -87,6 +104,12 @@ class Lin:
         for t, _ in self.terms:
             out |= term_atoms(t)
         return out
+
+    def renamed(self, names: dict) -> "Lin":
+        """The same expression with each argument ``a`` written as ``names[a]`` (``self.a``)."""
+        def term(t):
+            return (t[0], names.get(t[1], t[1])) + tuple(names.get(x, x) if t[0] != "div" else x for x in t[2:])
+        return Lin(tuple((term(t), c) for t, c in self.terms), self.const)
 
     def eval(self, env: dict):
         if not self.terms:

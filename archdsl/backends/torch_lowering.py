@@ -54,10 +54,14 @@ class Module:
     (or ``features``); a default of ``...`` means always written. Trailing positional
     arguments at their default, and keyword arguments at their default, are left out
     of generated source. ``features`` is ``(name, dim)``: that argument is the size of
-    the input's dimension ``dim`` (``in_channels`` = dim 1). ``inits`` maps a
-    parameter to the IR initialiser that equals PyTorch's own for it (else ``"default"``).
+    the input's dimension ``dim`` (``in_channels`` = dim 1), or of the dimension an attribute
+    names (``("normalized_shape", "dim")``). ``inits`` maps a parameter to the IR initialiser
+    that equals PyTorch's own for it (else ``"default"``). A class name that is not in
+    ``torch.nn`` is one of :mod:`.torch_layers` (``LayerNorm2d``), whose text the
+    generated source carries.
     """
-    cls: str | tuple            # torch.nn class name, or ((input rank, name), ...) with None for any rank
+    cls: str | tuple | Callable  # torch.nn class name, ((input rank, name), ...) with None for any rank, or
+                                 # (input rank, attrs) -> name
     args: tuple = ()
     kwargs: tuple = ()
     features: tuple | None = None
@@ -65,18 +69,25 @@ class Module:
     factory: Callable | None = None    # (graph, nid) -> a subclass of ``cls`` built in memory instead (integer
                                        # or shared weights); the generated source cannot write these layers
 
-    def class_name(self, rank: int) -> str:
+    def class_name(self, rank: int, attrs: dict | None = None) -> str:
         if isinstance(self.cls, str):
             return self.cls
+        if callable(self.cls):
+            return self.cls(rank, attrs)
         return dict(self.cls).get(rank, dict(self.cls).get(None))
 
     def values(self, attrs: dict, in_shapes: list) -> tuple[list, dict]:
         """The constructor's positional and keyword values for a node (every argument written)."""
         def value(name):
             if self.features and name == self.features[0]:
-                return in_shapes[0][self.features[1]]
+                return in_shapes[0][self.feature_dim(attrs)]
             return attrs[name]
         return [value(n) for n, _ in self.args], {n: value(n) for n, _ in self.kwargs}
+
+    def feature_dim(self, attrs: dict) -> int:
+        """The input dimension whose size the ``features`` argument is."""
+        dim = self.features[1]
+        return attrs[dim] if isinstance(dim, str) else dim
 
     def default_init(self, local: str):
         return dict(self.inits).get(local, "default")
@@ -121,6 +132,7 @@ class Src:
     attrs: dict
     args: list
     types: list
+    param: str = ""          # the expression of the op's bare parameter (scale's ``self.layer_scale``)
 
     @property
     def a(self) -> str:
@@ -233,6 +245,57 @@ def _clamp_text(c: "Src") -> str:
         text = text.replace("inf", 'float("inf")')
         return f"{c.a}.new_tensor({text}).view({view})"
     return f"torch.minimum(torch.maximum({c.a}, {bound(c.attrs['low'])}), {bound(c.attrs['high'])})"
+
+
+def _layer_norm_class(rank: int, attrs: dict) -> str:
+    """nn.LayerNorm over the last dimension; LayerNorm2d (torch_layers) over dimension 1 before others."""
+    return "LayerNorm" if attrs is None or attrs["dim"] % rank == rank - 1 else "LayerNorm2d"
+
+
+def _layer_norm_text(c: "Src") -> str:
+    """F.layer_norm without parameters (a labelled or affine layer norm is a module)."""
+    eps = "" if c.const("eps", 1e-5) else f", eps={c.e('eps')}"
+    rank = len(c.types[0].shape)
+    if c.attrs["dim"] % rank == rank - 1:
+        return f"F.layer_norm({c.a}, ({c.e('normalized_shape')},){eps})"
+    return f"F.layer_norm({c.a}.movedim(1, -1), ({c.e('normalized_shape')},){eps}).movedim(-1, 1)"
+
+
+def _permute_text(c: "Src") -> str:
+    dims = c.x["dims"]
+    text = ", ".join(literal(d) for d in dims.const) if dims.is_const else f"*{c.e('dims')}"
+    return f"{c.a}.permute({text})"
+
+
+def _drop_path_text(c: "Src") -> str:
+    return f"StochasticDepth.drop({c.a}, {c.e('p')}, {literal(c.attrs['mode'])}, self.training)"
+
+
+def init_tensor(t: torch.Tensor, init, fan_in: int, fan_out: int) -> None:
+    """Give ``t`` the values of the IR initialiser ``init`` by ``torch.nn.init`` (a bare parameter built
+    without the IR's weights): an :class:`~archdsl.ir.inits.Initialiser`, ``"zeros"``/``"ones"`` or values."""
+    from ..ir.inits import Initialiser
+    with torch.no_grad():
+        if isinstance(init, (list, tuple)):
+            t.copy_(torch.tensor([float(v) for v in init]).view_as(t))
+        elif init in ("zeros", "ones"):
+            t.fill_(0.0 if init == "zeros" else 1.0)
+        elif isinstance(init, Initialiser) and init.name == "constant":
+            t.fill_(init["value"])
+        elif isinstance(init, Initialiser) and init.name == "uniform":
+            torch.nn.init.uniform_(t, init["a"], init["b"])
+        elif isinstance(init, Initialiser) and init.name == "normal":
+            torch.nn.init.normal_(t, init["mean"], init["std"])
+        elif isinstance(init, Initialiser) and init.name == "trunc_normal":
+            torch.nn.init.trunc_normal_(t, init["mean"], init["std"], init["a"], init["b"])
+        elif isinstance(init, Initialiser) and init.name == "kaiming_normal":
+            torch.nn.init.normal_(t, 0.0, init.spread(fan_in, fan_out))
+        elif isinstance(init, Initialiser) and init.name == "kaiming_uniform":
+            bound = init.spread(fan_in, fan_out)
+            torch.nn.init.uniform_(t, -bound, bound)
+        else:
+            bound = 1.0 / fan_in ** 0.5 if fan_in > 0 else 0.0       # "default", as conv and linear
+            torch.nn.init.uniform_(t, -bound, bound)
 
 
 def _cast(a, types):
@@ -424,6 +487,14 @@ LOWERINGS: dict[str, Lowering] = {
         Module("Linear", (("in_features", ...), ("out_features", ...)), (("bias", True),),
                features=("in_features", -1), factory=lambda g, nid: _quant().SharedLinear.from_graph(g, nid)),
         keeps_output=False, by_rank=True),
+    "layer_norm": Lowering(
+        Module(_layer_norm_class, (("normalized_shape", ...), ("eps", 1e-5), ("affine", True)),
+               features=("normalized_shape", "dim"), inits=(("weight", "ones"), ("bias", "zeros"))),
+        text=_layer_norm_text, literals=("dim",)),
+    "permute": Lowering(Module("Permute", (("dims", ...),)), text=_permute_text),
+    "scale": Lowering(run=lambda a, t: (lambda p, x: p * x), text=lambda c: f"{c.param} * {c.a}",
+                      keeps_output=False),
+    "drop_path": Lowering(Module("StochasticDepth", (("p", ...), ("mode", "row"))), text=_drop_path_text),
     "clamp": Lowering(run=_clamp, text=_clamp_text),
     "qclamp": Lowering(run=_clamp, text=_clamp_text),
 }

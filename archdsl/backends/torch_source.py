@@ -16,31 +16,42 @@ What each op becomes (its ``nn`` module and constructor arguments, or its
 function form) comes from :mod:`.torch_lowering`, which the in-memory backend
 reads too.
 
-``build_module`` imports the generated text from a file, instantiates it on the
+``build_module`` compiles the generated text in memory (no file, no bytecode cache), instantiates it on the
 meta device and assigns the IR's weights; it never executes spec text.
 """
 from __future__ import annotations
 
 import hashlib
-import importlib.util
+import linecache
 import math
+import re
 import sys
-import tempfile
+import types
 from pathlib import Path
 
 from ..diagnostics import ArchError
+from ..ir import ops as op_registry
 from ..ir.graph import Graph
+from ..ir.inits import Initialiser
 from .inplace import may_overwrite, runs_inplace
-from .torch_classes import Analysis, ClassDef, identifier, is_position
-from .torch_exprs import literal
+from .torch_args import sound_analysis
+from .torch_classes import NN_MEMBERS, Analysis, ClassDef, identifier, is_attribute, is_position
+from .torch_exprs import literal, string_literal
+from .torch_layers import SOURCES as LAYER_SOURCES
 from .torch_lowering import Module, Same, Src, factory_dtype, is_const, lowering
 from .torch_tensors import dtype_source, ir_state
 
 WIDTH = 88
 INDENT = "    "
-NN_ATTRS = {"forward", "training", "train", "eval", "parameters", "buffers", "children", "modules", "state_dict",
-            "to", "cuda", "cpu", "float", "half", "double", "type", "apply", "zero_grad", "register_buffer",
-            "add_module", "get_submodule", "named_modules", "extra_repr", "dump_patches", "call_super_init"}
+
+
+def _fresh(name: str, taken) -> str:
+    """``name``, or ``name_``, ``name_2``, ... : the first that is a free attribute name."""
+    for k in range(1, len(taken) + 3):
+        out = name if k == 1 else f"{name}_" if k == 2 else f"{name}_{k - 1}"
+        if out not in taken and is_attribute(out):
+            return out
+    raise AssertionError(name)
 
 
 # ---- small formatting helpers (black's layout for the shapes we emit)
@@ -97,12 +108,16 @@ def module_call(form: Module, x: dict, attrs: dict, in_rank: int) -> tuple:
     while args and args[-1][1]:
         args.pop()
     kw = [f"{n}={text(n)}" for n, d in form.kwargs if not at_default(n, d)]
-    return f"nn.{form.class_name(in_rank)}", [a for a, _ in args], kw
+    name = form.class_name(in_rank, attrs)
+    return (name if name in LAYER_SOURCES else f"nn.{name}"), [a for a, _ in args], kw
 
 
 def init_lines(op: str, local: str, init, target: str, param, indent: str) -> list:
-    """Statements that give a parameter the spec's initialisation."""
-    p = f"{target}.{local}"
+    """Statements that give a parameter the spec's initialisation (``local`` empty: ``target`` is the
+    parameter itself, an op's bare parameter)."""
+    p = f"{target}.{local}" if local else target
+    if isinstance(init, Initialiser):
+        return [f"{indent}{init.torch_source(p, tuple(param.shape), param.fan_in, param.fan_out)}"]
     if isinstance(init, (list, tuple)):
         values = ", ".join(literal(float(v)) for v in init)
         shaped = ".view_as(" + p + ")" if len(param.shape) >= 2 else ""
@@ -134,8 +149,9 @@ def init_lines(op: str, local: str, init, target: str, param, indent: str) -> li
 # ---- one class
 
 class ClassWriter:
-    def __init__(self, analysis: Analysis, cls: ClassDef, uses: set):
+    def __init__(self, analysis: Analysis, cls: ClassDef, uses: set, hide_defaults: bool = False):
         self.a, self.cls, self.uses = analysis, cls, uses
+        self.hide_defaults = hide_defaults
         self.g = analysis.graph
         self.items = cls.base.items
         self.seq_mode = False
@@ -175,7 +191,31 @@ class ClassWriter:
     def function_expr(self, j: int, args: list) -> str:
         """Layer j as an expression over its operands' variables (its function form)."""
         d = self.data(j)
-        return self.low(j).text(Src(self.x(j), d["attrs"], args, [self.g.type_of(s) for s in d["inputs"]]))
+        param = self.attr(self.items[j].name) if op_registry.get(d["op"]).bare else ""
+        kept = {a: f"self.{n}" for a, n in self.kept.items()}
+        x = {slot: e.renamed(kept) for slot, e in self.x(j).items()}
+        text = self.low(j).text(Src(x, d["attrs"], args, [self.g.type_of(s) for s in d["inputs"]], param))
+        for a, n in self.kept.items():
+            if re.search(rf"\bself\.{n}\b", text):
+                self.used.add(a)
+        return text
+
+    def parameter_lines(self, j: int, indent: str) -> list:
+        """``self.<label> = nn.Parameter(...)`` for an op's bare parameter (scale's ``layer_scale``): filled
+        with a constant initialiser's value, else empty and initialised by :meth:`init_statements`."""
+        d = self.data(j)
+        bare = op_registry.get(d["op"]).bare
+        if not bare:
+            return []
+        p = self.g.params[d["params"][bare]]
+        shape = E(self.x(j)["shape"])
+        dtype = factory_dtype(self.g, self.items[j].nid)
+        dt = f", dtype={dtype_source(dtype)}" if dtype is not None else ""
+        if isinstance(p.init, Initialiser) and p.init.name == "constant":
+            value = f"torch.full({shape}, {p.init['value']!r}{dt})"
+        else:
+            value = f"torch.empty({shape}{dt})"
+        return self.assign(self.items[j].name, [f"nn.Parameter({value})"], indent, "register_parameter")
 
     def module_expr(self, j: int) -> str:
         it = self.items[j]
@@ -239,16 +279,18 @@ class ClassWriter:
             level.append(("item", j))
         return root
 
-    def seq_expr(self, entries: list, indent: str) -> list:
-        """``nn.Sequential(...)`` lines (the first without indent) for an inline sequence."""
+    def seq_expr(self, entries: list, indent: str, labels: tuple) -> list:
+        """``nn.Sequential(...)`` lines (the first without indent) for the inline sequence ``labels``."""
         names = [self.items[e[1]].name if e[0] == "item" else e[1] for e in entries]
+        positional = names == [str(i) for i in range(len(names))]
+        # a nested sequence sits one level in (a positional member) or as a pair's second item
+        nested = indent + INDENT if positional else indent + INDENT * 4
         exprs = []
-        for e in entries:
+        for e, n in zip(entries, names):
             if e[0] == "item":
                 exprs.append(self.module_expr(e[1]))
             else:
-                exprs.append("\n".join(self.seq_expr(e[2], indent + INDENT)))
-        positional = names == [str(i) for i in range(len(names))]
+                exprs.append("\n".join(self.seq_expr(e[2], nested, labels + (n,))))
         inner = indent + INDENT
         lines = [f"nn.Sequential("]
         if positional:
@@ -268,23 +310,23 @@ class ClassWriter:
             lines = ["nn.Sequential(", f"{inner}OrderedDict("]
             lines.append(f"{inner}{INDENT}[")
             for n, ex in zip(names, exprs):
+                n = string_literal(self.names[labels + (n,)])
                 deeper = inner + INDENT * 2
                 sub = ex.split("\n")
                 if len(sub) > 1:
-                    lines.append(f'{deeper}("{n}", {sub[0]}')
+                    lines += [f"{deeper}(", f"{deeper}{INDENT}{n},", f"{deeper}{INDENT}{sub[0]}"]
                 if len(sub) == 1:
-                    one = f'{deeper}("{n}", {ex}),'
+                    one = f"{deeper}({n}, {ex}),"
                     if len(one) <= WIDTH:
                         lines.append(one)
                     else:
                         lines.append(f"{deeper}(")
-                        lines.append(f'{deeper}{INDENT}"{n}",')
+                        lines.append(f"{deeper}{INDENT}{n},")
                         lines.extend(call(ex[:ex.index("(") + 1], _split_args(ex), deeper + INDENT, ",",
                                           trailing=False))
                         lines.append(f"{deeper}),")
                 else:
-                    lines.extend(sub[1:-1])
-                    lines.append(sub[-1] + "),")
+                    lines += [*sub[1:-1], sub[-1] + ",", f"{deeper}),"]
             lines.append(f"{inner}{INDENT}]")
             lines.append(f"{inner}),")
         lines.append(f"{indent})")
@@ -298,17 +340,60 @@ class ClassWriter:
             return [f"{inner}{ex},"]
         return call(ex[:ex.index("(") + 1], _split_args(ex), inner, ",")
 
-    def attr(self, name: str) -> str:
-        return f"self.{name}" if name.isidentifier() and name not in NN_ATTRS and not is_position(name) \
-            else f'getattr(self, "{name}")'
+    def plan_names(self) -> None:
+        """Where each child lives (``self.names``: label path -> its name in ``_modules``) and which
+        attributes keep constructor arguments (``self.kept``: argument -> attribute).
 
-    def assign(self, name: str, lines: list, indent: str) -> list:
+        A child is stored under its label, except where the label is a member of nn.Module
+        (``train``, ``training``, ``to``): then under an attribute of its own (``train_``), and
+        :func:`rename_keys` gives its state_dict keys the label (``self.renames``: (stored path,
+        label path)). Labels that are no Python identifiers (``block1-0``, ``if``, ``0``) are
+        reached with ``add_module``/``getattr``. Arguments that ``forward`` reads are kept as
+        attributes named after them, unless a child or nn.Module has that name.
+        """
+        self.names, self.positional, self.renames = {}, {}, []
+
+        def level(entries, labels, stored):
+            names = [self.items[e[1]].name if e[0] == "item" else e[1] for e in entries]
+            self.positional[labels] = names == [str(i) for i in range(len(names))]
+            taken = set(names)
+            for e, name in zip(entries, names):
+                if not labels and e[0] == "item" and not self.has_module(e[1]) \
+                        and not op_registry.get(self.data(e[1])["op"]).bare:
+                    continue
+                act = name
+                if name in NN_MEMBERS:
+                    base = identifier(name)
+                    act = _fresh(base if base != name else name + "_", taken)
+                    taken.add(act)
+                    self.renames.append((".".join(stored + (act,)), ".".join(labels + (name,))))
+                self.names[labels + (name,)] = act
+                if e[0] == "seq":
+                    level(e[2], labels + (name,), stored + (act,))
+        level(self.tree(), (), ())
+        top = {k[0] for k in self.names} | {v for k, v in self.names.items() if len(k) == 1}
+        self.kept = {p.name: _fresh(p.name, top) for p in self.cls.params if p.kind != "flag"}
+        self.used = set()
+
+    @staticmethod
+    def access(owner: str, name: str, index: bool = False) -> str:
+        """The child ``name`` of the module ``owner`` (``owner[i]`` with ``index``, in a positional
+        nn.Sequential)."""
+        if index and is_position(name):
+            return f"{owner}[{name}]"
+        return f"{owner}.{name}" if is_attribute(name) else f"getattr({owner}, {string_literal(name)})"
+
+    def attr(self, name: str) -> str:
+        return self.access("self", self.names.get((name,), name))
+
+    def assign(self, name: str, lines: list, indent: str, method: str = "add_module") -> list:
         """``self.name = <expr lines>`` (``add_module`` for names that are not attributes)."""
-        if name.isidentifier() and name not in NN_ATTRS:
+        name = self.names.get((name,), name)
+        if is_attribute(name):
             head = f"{indent}self.{name} = "
             tail = ""
         else:
-            head = f'{indent}self.add_module("{name}", '
+            head = f"{indent}self.{method}({string_literal(name)}, "
             tail = ")"
         if len(lines) == 1:
             one = head + lines[0] + tail
@@ -324,18 +409,25 @@ class ClassWriter:
         for entry in self.tree():
             name = self.items[entry[1]].name if entry[0] == "item" else entry[1]
             if entry[0] == "item" and not self.has_module(entry[1]):
+                flag = self.cls.optional.get(name)
+                body = self.parameter_lines(entry[1], ind + INDENT if flag else ind)
+                if flag and body:
+                    out += [f"{ind}if {flag}:", *body, f"{ind}else:",
+                            *self.assign(name, ["None"], ind + INDENT, "register_parameter")]
+                else:
+                    out.extend(body)
                 continue
             flag = self.cls.optional.get(name)
             at = ind + INDENT if flag else ind
             if entry[0] == "item":
                 body = self.assign(name, [self.module_expr(entry[1])], at)
             else:
-                body = self.assign(name, self.seq_expr(entry[2], at), at)
+                body = self.assign(name, self.seq_expr(entry[2], at, (name,)), at)
             if flag:
                 out.append(f"{ind}if {flag}:")
                 out.extend(body)
                 out.append(f"{ind}else:")
-                out.append(f"{ind}{INDENT}self.{name} = None")
+                out.extend(self.assign(name, ["None"], ind + INDENT))
             else:
                 out.extend(body)
         out.extend(self.init_statements(ind))
@@ -343,9 +435,10 @@ class ClassWriter:
 
     def target(self, j: int) -> str:
         it = self.items[j]
-        path = self.attr(it.container[0] if it.container else it.name)
-        for name in list(it.container[1:]) + ([it.name] if it.container else []):
-            path += f"[{name}]" if is_position(name) else f".{name}"
+        labels = it.container + (it.name,)
+        path = self.attr(labels[0])
+        for k in range(1, len(labels)):
+            path = self.access(path, self.names[labels[:k + 1]], self.positional[labels[:k]])
         return path
 
     def init_statements(self, ind: str) -> list:
@@ -358,10 +451,14 @@ class ClassWriter:
                 p = self.g.params[pname]
                 if p.init == self.low(j).default_init(local):
                     continue
+                bare = op_registry.get(d["op"]).bare == local
+                if bare and isinstance(p.init, Initialiser) and p.init.name == "constant":
+                    continue                        # written as torch.full(...) by parameter_lines
                 flag = self.cls.optional.get(it.entity)
-                lines = init_lines(d["op"], local, p.init, self.target(j), p, ind + (INDENT if flag else ""))
+                lines = init_lines(d["op"], "" if bare else local, p.init, self.target(j), p,
+                                   ind + (INDENT if flag else ""))
                 if flag and lines:
-                    out.append(f"{ind}if self.{it.entity} is not None:")
+                    out.append(f"{ind}if {self.attr(it.entity)} is not None:")
                 out.extend(lines)
         return out
 
@@ -548,6 +645,8 @@ class ClassWriter:
             k = len(cls.base.inputs)
             in_names = ["x"] if k == 1 else [f"x{i + 1}" for i in range(k)]
         sequential = self.seq_mode = self._is_named_chain()
+        self.plan_names()
+        forward = [] if sequential else self.forward_lines(in_names)
         base_cls = "nn.Sequential" if sequential else "nn.Module"
         lines = [f"class {cls.name}({base_cls}):"]
         lines.append(f'{INDENT}"""{self.docstring()}"""')
@@ -555,7 +654,8 @@ class ClassWriter:
         params = []
         for p in cls.params:
             ann = {"int": "int", "float": "float", "bool": "bool", "str": "str"}.get(p.annotation, p.annotation)
-            params.append(f"{p.name}: {ann}" + ("" if p.default is ... else f" = {literal(p.default)}"))
+            default = "..." if self.hide_defaults else literal(p.default)
+            params.append(f"{p.name}: {ann}" + ("" if p.default is ... else f" = {default}"))
         lines.extend(call("def __init__(", ["self"] + params, INDENT, " -> None:"))
         names = [it.name for it in self.items]
         if sequential and names == [str(i) for i in range(len(names))]:
@@ -563,28 +663,42 @@ class ClassWriter:
             for j in range(len(self.items)):
                 lines.extend(self._arg_lines(self.module_expr(j), INDENT * 3))
             lines.append(f"{INDENT * 2})")
+            lines.extend(self.kept_lines(INDENT * 2))
             lines.extend(self.init_statements(INDENT * 2))
         elif len(self.items) == 1 and self.items[0].rows:
             lines.append(f"{INDENT * 2}super().__init__()")
+            lines.extend(self.kept_lines(INDENT * 2))
             lines.extend(self.loop_init(INDENT * 2))
         else:
             lines.append(f"{INDENT * 2}super().__init__()")
+            lines.extend(self.kept_lines(INDENT * 2))
             lines.extend(self.init_body())
-        if not sequential:
-            lines.append("")
-            outs = len(cls.base.outputs)
-            ret = "Tensor" if outs == 1 else "tuple[" + ", ".join(["Tensor"] * outs) + "]"
-            sig = call("def forward(", ["self"] + [f"{n}: Tensor" for n in in_names], INDENT, f" -> {ret}:")
-            lines.extend(sig)
-            if len(self.items) == 1 and self.items[0].rows:
-                ind = INDENT * 2
-                lines += [f"{ind}features = [{in_names[0]}]",
-                          f"{ind}for layer in self.children():",
-                          f"{ind}{INDENT}features.append(layer(torch.cat(features, 1)))",
-                          f"{ind}return torch.cat(features, 1)"]
-            else:
-                lines.extend(self.forward_body(in_names))
+        return lines + forward
+
+    def forward_lines(self, in_names: list) -> list:
+        lines = [""]
+        outs = len(self.cls.base.outputs)
+        ret = "Tensor" if outs == 1 else "tuple[" + ", ".join(["Tensor"] * outs) + "]"
+        lines.extend(call("def forward(", ["self"] + [f"{n}: Tensor" for n in in_names], INDENT, f" -> {ret}:"))
+        if len(self.items) == 1 and self.items[0].rows:
+            ind = INDENT * 2
+            lines += [f"{ind}features = [{in_names[0]}]",
+                      f"{ind}for layer in self.children():",
+                      f"{ind}{INDENT}features.append(layer(torch.cat(features, 1)))",
+                      f"{ind}return torch.cat(features, 1)"]
+        else:
+            lines.extend(self.forward_body(in_names))
         return lines
+
+    def kept_lines(self, ind: str) -> list:
+        """``self.shape = shape`` for the arguments ``forward`` reads; the hooks that give children
+        stored under other names (``train_``) their labels as state_dict keys."""
+        out = [f"{ind}self.{self.kept[p.name]} = {p.name}" for p in self.cls.params if p.name in self.used]
+        if self.renames:
+            self.uses.add("rename_keys")
+            pairs = sorted(self.renames, key=lambda r: -r[0].count("."))
+            out.extend(call("spec_names(", ["self", _dict_text(pairs, ind + INDENT)], ind))
+        return out
 
     def _is_named_chain(self) -> bool:
         """A block whose body is a chain of named modules is written as an ``nn.Sequential``."""
@@ -614,6 +728,15 @@ class ClassWriter:
             n = len(cls.insts)
             return f"Block ``{cls.spec_name}`` of the spec ({n} instance{'s' if n != 1 else ''})."
         return f"A labelled ``{cls.kind}`` of the spec."
+
+
+def _dict_text(pairs: list, indent: str) -> str:
+    """``{"a": "b", ...}``, or the dict one entry per line (black's layout) where that is too long."""
+    items = [f"{string_literal(a)}: {string_literal(b)}" for a, b in pairs]
+    one = "{" + ", ".join(items) + "}"
+    if len(indent + one) + 1 <= WIDTH:
+        return one
+    return "\n".join(["{", *[f"{indent}{INDENT}{i}," for i in items], indent + "}"])
 
 
 def _flat(entry) -> list:
@@ -682,21 +805,51 @@ def doc_text(text: str) -> str:
     return "".join(out)
 
 
+RENAME_SOURCE = '''def spec_names(module: nn.Module, names: dict) -> None:
+    """Give the children that ``module`` stores at the attributes ``names`` maps from their spec
+    labels as state_dict keys (``train_`` -> ``train``: the label is an nn.Module member)."""
+    back = {label: name for name, label in names.items()}
+    module.register_state_dict_post_hook(partial(rename_keys, names))
+    module.register_load_state_dict_pre_hook(partial(rename_keys, back))
+
+
+def rename_keys(names: dict, module: nn.Module, state_dict: dict, prefix: str, *_) -> None:
+    """State-dict hook: rename the keys (and metadata) under ``prefix`` whose path starts with a
+    key of ``names`` to start with its value instead, in place and in order."""
+    for table in (state_dict, getattr(state_dict, "_metadata", {})):
+        items = []
+        for key, value in table.items():
+            rest = key[len(prefix) :]
+            for old, new in names.items():
+                if key.startswith(prefix) and (rest == old or rest.startswith(old + ".")):
+                    key = prefix + new + rest[len(old) :]
+                    break
+            items.append((key, value))
+        table.clear()
+        table.update(items)'''
+
+
+def class_texts(analysis: Analysis, uses: set, hide_defaults: bool = False) -> dict:
+    """``{class name: its text}`` in file order, the model's class last (``hide_defaults``: its
+    defaults written ``...``)."""
+    out = {}
+    for cls in analysis.classes:
+        if cls.kind != "model":
+            out[cls.name] = "\n".join(ClassWriter(analysis, cls, uses).write())
+    top = next(c for c in analysis.classes if c.kind == "model")
+    out[top.name] = "\n".join(ClassWriter(analysis, top, uses, hide_defaults).write())
+    return out
+
+
 def generate_source(graph: Graph, weights_file: str | None = None) -> str:
     """The standalone PyTorch source of ``graph`` (deterministic).
 
     With ``weights_file`` (a file name beside the source) the text also documents that
     file and defines ``load_weights(model, path=None)``, which loads it strictly."""
-    analysis = Analysis(graph)
+    analysis = sound_analysis(graph, lambda a: class_texts(a, set(), hide_defaults=True))
     uses: set = set()
-    bodies = []
-    for cls in analysis.classes:
-        if cls.kind == "model":
-            continue
-        bodies.append(ClassWriter(analysis, cls, uses).write())
+    text = "\n\n\n".join(class_texts(analysis, uses).values()) + "\n\n"
     top = next(c for c in analysis.classes if c.kind == "model")
-    bodies.append(ClassWriter(analysis, top, uses).write())
-    text = "\n".join(line for body in bodies for line in body + ["", ""])
     spec = graph.meta.get("file", "<spec>")
     if Path(spec).is_absolute():
         spec = Path(spec).name
@@ -717,7 +870,14 @@ def generate_source(graph: Graph, weights_file: str | None = None) -> str:
     imports = []
     if "OrderedDict" in uses:
         imports.append("from collections import OrderedDict")
+    if "rename_keys" in uses:
+        imports.append("from functools import partial")
+        text = RENAME_SOURCE + "\n\n\n" + text
+    if imports:
         imports.append("")
+    used = [name for name in LAYER_SOURCES if re.search(rf"(?<![\w.]){name}[(.]", text)]
+    if used:                                   # torch.nn lacks these layers: their classes come first
+        text = "\n\n\n".join(LAYER_SOURCES[name] for name in used) + "\n\n\n" + text
     imports.append("import torch")
     if "F." in text:
         imports.append("import torch.nn.functional as F")
@@ -761,23 +921,34 @@ def write_source(graph: Graph, path, weights: bool = False) -> Path | None:
 
 
 def load_source(text: str, name: str = "archdsl_generated"):
-    """Import generated source from a file named by its hash; returns the Python module."""
-    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    folder = Path(tempfile.gettempdir()) / "archdsl_torch_source"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}_{digest}.py"
-    if not path.exists() or path.read_text() != text:
-        tmp = path.with_suffix(f".{digest}.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-    modname = f"{name}_{digest}"
-    if modname in sys.modules:
-        return sys.modules[modname]
-    spec = importlib.util.spec_from_file_location(modname, path)
-    module = importlib.util.module_from_spec(spec)
+    """The generated source ``text`` as a Python module, compiled in memory.
+
+    No file is written or read, so there is no bytecode cache (``__pycache__``) or source file that
+    anyone else could plant or replace (issue 15): the module runs exactly the code object compiled
+    from ``text``, which this process just generated. The module is registered in ``sys.modules``
+    under a name from the text's hash (so its classes pickle and are reused for the same text) and
+    its lines in ``linecache`` (tracebacks and ``inspect.getsource`` show them)."""
+    modname = f"{name}_{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+    cached = sys.modules.get(modname)
+    if cached is not None and getattr(cached, "__archdsl_source__", None) == text:
+        return cached
+    filename = f"<archdsl-generated {modname}>"
+    code = compile(text, filename, "exec", dont_inherit=True)
+    linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
+    module = types.ModuleType(modname, _top_docstring(text))
+    module.__file__ = filename
+    module.__archdsl_source__ = text
     sys.modules[modname] = module
-    spec.loader.exec_module(module)
+    try:
+        exec(code, module.__dict__)          # noqa: S102 - our generated code, never spec text
+    except BaseException:
+        del sys.modules[modname]
+        raise
     return module
+
+
+def _top_docstring(text: str) -> str | None:
+    return text.split('"""')[1] if text.startswith('"""') else None
 
 
 def build_module(graph: Graph, load_weights: bool = True):
@@ -786,6 +957,8 @@ def build_module(graph: Graph, load_weights: bool = True):
     With weights the class is instantiated on the meta device (nothing is allocated or
     initialised) and the IR's arrays are assigned as its parameters and buffers."""
     import torch
+    from .torch_module import check_sizes
+    check_sizes(graph)
     text = generate_source(graph)
     cls = getattr(load_source(text), _top_class_name(text))
     if load_weights:

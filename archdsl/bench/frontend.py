@@ -36,7 +36,15 @@ def time_load(source, model=None, repeat: int = 7, **params) -> tuple[float, int
     return statistics.median(times), len(graph)
 
 
-def zoo_rows(root: Path, models=(("resnet.arch", "resnet152"), ("densenet.arch", "densenet201")), progress=None):
+# the largest model of each zoo family that has one of many sizes, and the deepest of the others
+ZOO_MODELS = (("resnet.arch", "resnet152"), ("densenet.arch", "densenet201"), ("resnext.arch", "resnext101_64x4d"),
+              ("inception_v3.arch", "inception_v3"), ("mobilenet_v3.arch", "mobilenet_v3_large"),
+              ("shufflenet_v2.arch", "shufflenet_v2_x2_0"), ("mnasnet.arch", "mnasnet1_3"),
+              ("efficientnet.arch", "efficientnet_b7"), ("efficientnet_v2.arch", "efficientnet_v2_l"),
+              ("regnet.arch", "regnet_y_128gf"), ("convnext.arch", "convnext_large"))
+
+
+def zoo_rows(root: Path, models=ZOO_MODELS, progress=None):
     rows = []
     for file, model in models:
         path = root / file

@@ -64,7 +64,9 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", required=True, help="the file to write")
     p.add_argument("--weights", help="a PyTorch state_dict (.pt) to load into the IR by name first")
     add_pass_args(p)
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: see docs/cli.md)")
+    p.add_argument("--opset", type=int, default=None,
+                   help="ONNX opset (default 20, the oldest with every op the IR uses; 13 up to the newest the "
+                        "installed onnx knows are accepted, and a graph needing a newer one is refused)")
     p.add_argument("--functions", action="store_true",
                    help="ONNX: emit each block definition as an ONNX local function")
     p.set_defaults(fn=run)

@@ -5,7 +5,9 @@ from ..diagnostics import ArchError
 from .common import add_spec_args, load_graph, output_path, writing
 
 
-def _depth(text: str):
+def _depth(text: str | None):
+    if text is None:
+        return "default"                    # pictures: full; the HTML page: top-level blocks collapsed
     if text in ("full", "all"):
         return None
     try:
@@ -47,8 +49,9 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", required=True,
                    help="the picture to write; its suffix picks the format: .svg, .png, .pdf (through Graphviz's "
                         "dot), .dot, or .html (interactive: click a block to expand or collapse it)")
-    p.add_argument("--depth", default="full", metavar="N",
+    p.add_argument("--depth", default=None, metavar="N",
                    help="expand blocks down to N levels of nesting and draw deeper ones as single boxes "
-                        "(0: every top-level block is a box; default: full)")
+                        "(0: every top-level block is a box; 'full': every block expanded, the default, except "
+                        "for .html, which opens at 0)")
     p.add_argument("--passes", help='run a pass pipeline first and draw the optimised graph, e.g. "fold-bn,dce"')
     p.set_defaults(fn=run)

@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..diagnostics import ArchError, Note, Span, did_you_mean
+from ..ir.inits import Initialiser
 from ..ir.params import INITS
-from .values import LayerRef, TensorRef, show, type_name
+from .values import TensorRef, is_layer, show, type_name
 
 SPEC_TYPES = {"int": "int", "float": "float", "bool": "bool", "string": "str", "str": "str",
               "list": "list", "tuple": "tuple", "layer": "layer", "any": "any"}
@@ -32,7 +33,8 @@ class Slot:
 
 _KIND_WORDS = {"int": "an int", "float": "a number", "bool": "a bool (true or false)", "str": "a string",
                "pair": "an int or a pair of ints", "ints": "a list of ints", "list": "a list",
-               "tuple": "a tuple", "layer": "a layer (a block or op name)", "init": "an initialiser name or a list of numbers"}
+               "tuple": "a tuple", "layer": "a layer (a block, op or sequence)",
+               "init": "an initialiser name or a list of numbers"}
 
 
 def kind_word(kind: str) -> str:
@@ -41,6 +43,11 @@ def kind_word(kind: str) -> str:
     if kind.startswith("choice:"):
         return "one of " + ", ".join(f'"{c}"' for c in kind[7:].split("|"))
     return _KIND_WORDS.get(kind, kind)
+
+
+def _fits_float(v) -> bool:
+    """Whether float(v) exists (an int past 2**1024 has no float)."""
+    return not isinstance(v, int) or v.bit_length() <= 1024
 
 
 def convert(kind: str, v):
@@ -52,7 +59,7 @@ def convert(kind: str, v):
     if kind == "int":
         return (isinstance(v, int) and not isinstance(v, bool)), v
     if kind == "float":
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and _fits_float(v)
         return ok, float(v) if ok else v
     if kind == "bool":
         return isinstance(v, bool), v
@@ -72,12 +79,14 @@ def convert(kind: str, v):
     if kind == "tuple":
         return isinstance(v, (list, tuple)), tuple(v) if isinstance(v, (list, tuple)) else v
     if kind == "layer":
-        return isinstance(v, LayerRef), v
+        return is_layer(v), v
     if kind == "init":
         if isinstance(v, str):
             return v in INITS, v
+        if isinstance(v, Initialiser) or (isinstance(v, (int, float)) and not isinstance(v, bool) and _fits_float(v)):
+            return True, float(v) if isinstance(v, (int, float)) else v
         ok = isinstance(v, (list, tuple)) and all(
-            isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+            isinstance(x, (int, float)) and not isinstance(x, bool) and _fits_float(x) for x in v)
         return ok, [float(x) for x in v] if ok else v
     if kind.startswith("choice:"):
         return isinstance(v, str) and v in kind[7:].split("|"), v

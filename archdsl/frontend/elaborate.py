@@ -8,12 +8,14 @@ caused it, with notes naming the block instances it sits in.
 from __future__ import annotations
 
 from ..diagnostics import ArchError, Note, Span, did_you_mean
+from ..ir import ops as op_registry
 from ..ir.graph import Graph, ScopeInfo
 from ..syntax import ast
 from .binding import SPEC_TYPES, Slot, Value, bind
 from .expressions import Env, ExpressionMixin
+from .functions import FunctionMixin
 from .layers import DEFAULT_MAX_NODES, LayerMixin, Scope
-from .values import LayerRef, TensorRef, show, type_name
+from .values import MAX_INT_BITS, FunctionRef, LayerRef, SeqValue, TensorRef, show, type_name
 
 MAX_DEPTH = 64
 MAX_NOTES = 8
@@ -30,11 +32,12 @@ class Frame:
         self.outputs = None
 
 
-class Elaborator(ExpressionMixin, LayerMixin):
+class Elaborator(ExpressionMixin, LayerMixin, FunctionMixin):
     def __init__(self, max_nodes: int = DEFAULT_MAX_NODES, seed: int = 0):
         self.max_nodes = max_nodes
         self.seed = seed
         self.steps = 0
+        self.edges = 0             # tensors read by all layers so far (see layers.EDGES_PER_NODE)
         self.graph = Graph()
         self.scope = Scope("")
         self.stack: list[tuple[ast.Definition, Span]] = []
@@ -49,7 +52,7 @@ class Elaborator(ExpressionMixin, LayerMixin):
                 raise ArchError(f"The file defines {len(models)} models ({names}); choose one with --model "
                                 "(or model= in the API)." if models else
                                 "The file defines no model; add `model name() { ... }`.",
-                                models[1].name_span if len(models) > 1 else None)
+                                models[1].name_span if len(models) > 1 else Span.of_file(module.file))
             defn = models[0]
         else:
             hit = module.lookup(model)
@@ -60,9 +63,19 @@ class Elaborator(ExpressionMixin, LayerMixin):
                 if hit is not None and isinstance(hit[0], ast.Definition):        # a block
                     raise ArchError(f"'{model}' is a block, not a model; " + (
                         f"the models in {module.file} are {', '.join(names)}." if names else
-                        f"{module.file} defines no model."), None)
-                raise ArchError(f"There is no model '{model}' in {module.file}{hint}", None)
+                        f"{module.file} defines no model."), Span.of_file(module.file))
+                raise ArchError(f"There is no model '{model}' in {module.file}{hint}", Span.of_file(module.file))
             defn, module = hit
+        for name, v in params.items():        # values from the API or the command line
+            self.bounded(v.value, v.span)
+            pending = [v.value]
+            while pending:
+                x = pending.pop()
+                if isinstance(x, (list, tuple)):
+                    pending.extend(x)
+                elif isinstance(x, int) and x.bit_length() > MAX_INT_BITS:
+                    raise ArchError(f"The value of '{name}' holds an int of over {MAX_INT_BITS} bits; ints in a "
+                                    f"spec are below 2**{MAX_INT_BITS}.", v.span)
         self.graph.name = defn.name
         self.graph.meta.update({"model": defn.name, "file": module.file})
         self.graph.scopes[""] = ScopeInfo("model", defn.name, defn.span)
@@ -126,7 +139,7 @@ class Elaborator(ExpressionMixin, LayerMixin):
                       default_eval=lambda s: self.eval(s.default, module_env))
         if scope is not None or top:
             self.graph.scopes[scope.path if scope is not None else ""].args = {
-                k: v for k, v in values.items() if not isinstance(v, (TensorRef, LayerRef))}
+                k: v for k, v in values.items() if not isinstance(v, (TensorRef, LayerRef, SeqValue, FunctionRef))}
         env = Env(module, values)
         frame, saved = Frame(defn, tensors, top), self.frame
         self.stack.append((defn, span))
@@ -174,6 +187,10 @@ class Elaborator(ExpressionMixin, LayerMixin):
                     isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in declared):
                 raise ArchError(f"An input shape must be a list of positive ints without the batch, such as "
                                 f"[3, 224, 224], but got {show(declared, 40)}.", s.shape.span)
+            big = next((d for d in declared if d > op_registry.MAX_DIM), None)
+            if big is not None:
+                raise ArchError(f"An input dimension can be at most {op_registry.MAX_DIM} (2**31 - 1), but this "
+                                f"shape has {op_registry.number_text(big)}.", s.shape.span)
             declared = ("N", *declared)
         if frame.top:
             if declared is None:
@@ -228,6 +245,30 @@ class Elaborator(ExpressionMixin, LayerMixin):
             env.vars.update(inner.vars)
             self.run(s.body, env)
 
+    def _set_item(self, s: ast.SetItem, env):
+        """``xs[i][j] = v``: ``xs`` becomes a copy of itself with that item replaced."""
+        root = self.lookup(s.name, env, s.name_span)
+        where, obj, copies = s.name, root, []
+        for k, index_e in enumerate(s.indices):
+            if not isinstance(obj, list):
+                fix = f" (write `{where} = list({where})` first)" if isinstance(obj, tuple) else ""
+                raise ArchError(f"Only lists can be assigned to by index, but '{where}' is {type_name(obj)}{fix}.",
+                                s.name_span if k == 0 else s.indices[k - 1].span)
+            idx = self.eval(index_e, env)
+            if isinstance(idx, bool) or not isinstance(idx, int):
+                raise ArchError(f"An index must be an int, but got {type_name(idx)}.", index_e.span)
+            if not -len(obj) <= idx < len(obj):
+                raise ArchError(f"Index {idx} is out of range for '{where}', a list of length {len(obj)}.",
+                                index_e.span)
+            copies.append((self.spend(list(obj), s.span), idx))
+            obj = obj[idx]
+            where = f"{where}[{idx}]"
+        value = self.eval(s.value, env)
+        for lst, idx in reversed(copies):
+            lst[idx] = value
+            value = self.bounded(lst, s.span)
+        env.vars[s.name] = value
+
     def _assert(self, s: ast.Assert, env):
         if not self.truth(self.eval(s.cond, env), s.cond.span):
             msg = self.eval(s.message, env) if s.message is not None else None
@@ -237,4 +278,5 @@ class Elaborator(ExpressionMixin, LayerMixin):
 Elaborator._stmt_dispatch = {
     ast.Input: Elaborator._input, ast.Output: Elaborator._output, ast.Assign: Elaborator._assign,
     ast.If: Elaborator._if, ast.For: Elaborator._for, ast.Assert: Elaborator._assert,
+    ast.Return: Elaborator._return, ast.SetItem: Elaborator._set_item,
 }

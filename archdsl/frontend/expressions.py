@@ -6,30 +6,65 @@ a runaway loop ends in a diagnostic, never a hang.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import operator
 
 from ..diagnostics import ArchError, Note, Span, did_you_mean
 from ..ir import ops as op_registry
 from ..syntax import ast
-from .values import (BUILTINS, MAX_INT_BITS, MAX_SEQUENCE, BuiltinError, LayerRef, TensorRef, show,
-                     type_name)
+from .aliases import suggest
+from .bounds import ValueBounds, ValueTooLarge
+from .values import (BUILTINS, MAX_INT_BITS, MAX_SEQUENCE, OPS, BuiltinError, FunctionRef, LayerRef, SeqValue,
+                     TensorRef, show, type_name)
 
 MAX_STEPS = 2_000_000
 ITEMS_PER_STEP = 2         # building a list, tuple or string costs a step per this many items
 
 
+_MISSING = object()
+
+
 class Env:
-    """Variables of one block body (or comprehension), over the globals of its module."""
+    """Variables of one block or function body, or of one comprehension item over its enclosing
+    environment (``parent``), over the globals of its module.
 
-    __slots__ = ("vars", "module")
+    A comprehension item's environment holds only the loop's own variables, so an item
+    costs the same however many variables the body has.
+    """
 
-    def __init__(self, module, vars=None):
+    __slots__ = ("vars", "module", "parent")
+
+    def __init__(self, module, vars=None, parent=None):
         self.module = module
         self.vars = vars if vars is not None else {}
+        self.parent = parent
 
     def child(self) -> "Env":
-        return Env(self.module, dict(self.vars))
+        return Env(self.module, {}, self)
+
+    def get(self, name: str, default=None):
+        env = self
+        while env is not None:
+            value = env.vars.get(name, _MISSING)
+            if value is not _MISSING:
+                return value
+            env = env.parent
+        return default
+
+    def __contains__(self, name: str) -> bool:
+        return self.get(name, _MISSING) is not _MISSING
+
+    def flat(self) -> dict:
+        """All visible variables in one dict (inner ones win)."""
+        chain, env = [], self
+        while env is not None:
+            chain.append(env.vars)
+            env = env.parent
+        out = {}
+        for vars in reversed(chain):
+            out.update(vars)
+        return out
 
 
 class Builtin:
@@ -64,6 +99,20 @@ class ExpressionMixin:
         if self.steps > MAX_STEPS:
             raise ArchError(f"Elaboration took more than {MAX_STEPS} steps; is a loop running away?", span)
 
+    bounds = None
+
+    def bounded(self, value, span: Span):
+        """``value``, if it is within the bounds on size and nesting (:mod:`archdsl.frontend.bounds`);
+        a located error at the expression that built it otherwise."""
+        if isinstance(value, (list, tuple)):
+            if self.bounds is None:
+                self.bounds = ValueBounds()
+            try:
+                self.bounds.measure(value)
+            except ValueTooLarge as err:
+                raise ArchError(str(err), span) from None
+        return value
+
     def spend(self, value, span: Span):
         """``value``, with the steps for building it charged when it is a sequence: the step budget
         then bounds memory as well as time (`[range(999999) for i in range(1000)]` ends early)."""
@@ -74,23 +123,24 @@ class ExpressionMixin:
 
     # ---- names
     def lookup(self, name: str, env: Env, span: Span):
-        if name in env.vars:
-            return env.vars[name]
+        if name == "ops":
+            return OPS
+        value = env.get(name, _MISSING)
+        if value is not _MISSING:
+            return value
         hit = env.module.lookup(name) if env.module is not None else None
         if hit is not None:
-            value, module = hit
-            if isinstance(value, (ast.Definition, ast.ModelAlias)):
-                return LayerRef(name, value, module)
-            return value
+            return _module_value(name, *hit)
         if name in BUILTINS:
             return Builtin(name, BUILTINS[name])
         opdef = op_registry.get(name)
         if opdef is not None and opdef.in_specs:
             return LayerRef(name, opdef, None)
-        candidates = set(env.vars) | set(BUILTINS) | {n for n, op in op_registry.OPS.items() if op.in_specs}
+        candidates = set(env.flat()) | set(BUILTINS) | {n for n, op in op_registry.OPS.items() if op.in_specs}
         if env.module is not None:
             candidates |= env.module.visible_names()
-        hint = did_you_mean(name, candidates) or "; no variable, parameter, block or built-in has this name."
+        hint = suggest(name, candidates) or did_you_mean(name, candidates) or \
+            "; no variable, parameter, block or built-in has this name."
         raise ArchError(f"Unknown name '{name}'{hint}", span)
 
     # ---- expressions
@@ -108,19 +158,24 @@ class ExpressionMixin:
         return self.lookup(e.name, env, e.span)
 
     def _tuple(self, e, env):
-        return tuple(self.eval(i, env) for i in e.items)
+        return self.bounded(tuple(self.eval(i, env) for i in e.items), e.span)
 
     def _list(self, e, env):
-        return [self.eval(i, env) for i in e.items]
+        return self.bounded([self.eval(i, env) for i in e.items], e.span)
 
     def _list_comp(self, e, env):
         out = []
         for inner in self.expand(e.comp, env):
             out.append(self.eval(e.elt, inner))
-        return out
+        return self.bounded(out, e.span)
+
+    def _seq_value(self, e, env):
+        """``[a -> b]`` as a value: applied later, with the variables of this moment."""
+        return SeqValue(e, Env(env.module, env.flat()))
 
     def expand(self, comp: ast.Comp | None, env: Env):
-        """The environments of a comprehension's iterations (just ``env`` without one)."""
+        """The environments of a comprehension's iterations (just ``env`` without one); with a
+        filter ``if cond``, only those where ``cond`` holds."""
         if comp is None:
             yield env
             return
@@ -132,7 +187,8 @@ class ExpressionMixin:
             self.tick(comp.span)       # a loop with an empty body still spends steps
             inner = env.child()
             self.bind_target(comp.targets, item, inner)
-            yield inner
+            if comp.cond is None or self.truth(self.eval(comp.cond, inner), comp.cond.span):
+                yield inner
 
     def _binop(self, e, env):
         # `a + b + c + ...` is left-nested; walk the left spine without recursing, so a long
@@ -159,7 +215,7 @@ class ExpressionMixin:
         if op in ("/", "//", "%") and b == 0:
             raise ArchError(f"Division by zero in '{op}'.", e.span)
         if op == "**" and isinstance(a, int) and isinstance(b, int) and b > 0 and \
-                abs(a).bit_length() * b > MAX_INT_BITS:
+                (abs(a).bit_length() - 1) * b > MAX_INT_BITS:     # surely too large; checked() sees the rest
             raise ArchError(f"The result of '**' is too large (over {MAX_INT_BITS} bits).", e.span)
         if op == "**" and _is_num(b) and abs(b) > 1024:
             raise ArchError("The exponent of '**' is too large.", e.span)
@@ -175,7 +231,7 @@ class ExpressionMixin:
             raise ArchError(f"The result of '{op}' is too large.", e.span) from None
         if isinstance(result, complex):
             raise ArchError("The result of '**' is not a real number.", e.span)
-        return self.spend(self.checked(result, f"'{op}'", e.span), e.span)
+        return self.bounded(self.spend(self.checked(result, f"'{op}'", e.span), e.span), e.span)
 
     @staticmethod
     def checked(result, what: str, span: Span):
@@ -265,19 +321,59 @@ class ExpressionMixin:
     def _call(self, e, env):
         func = self.eval(e.func, env)
         pos, kw = self.eval_args(e.args, env)
+        if isinstance(func, FunctionRef):
+            return self.call_function(func, pos, kw, e.span)
         if isinstance(func, Builtin):
+            self.check_builtin_args(func, pos, kw, e.span)
             try:
                 result = func.fn(*(p.value for p in pos), **{k: v.value for k, v in kw.items()})
-                return self.spend(self.checked(result, f"'{func.name}'", e.span), e.span)
+                return self.bounded(self.spend(self.checked(result, f"'{func.name}'", e.span), e.span), e.span)
             except BuiltinError as err:
                 raise ArchError(str(err), e.span) from None
+            except (OverflowError, ValueError) as err:     # float() or int() of a value beyond a float's range
+                raise ArchError(f"The built-in '{func.name}' cannot convert this value: {_reason(err)}.",
+                                e.span) from None
             except TypeError:
                 raise ArchError(f"The built-in '{func.name}' cannot take these arguments.", e.span) from None
         if isinstance(func, LayerRef):
+            tensor = next((a for a in [*pos, *kw.values()] if isinstance(a.value, TensorRef)), None)
+            if tensor is not None:
+                what = "block" if isinstance(func.target, (ast.Definition, ast.ModelAlias)) else "op"
+                raise ArchError(f"'{func.name}' is a {what}, not a function: apply it to a tensor with "
+                                f"`x -> {func.name}(...)`; calling it in an expression only configures it, and "
+                                "its arguments cannot be tensors.", tensor.span)
             # Configure a layer without applying it: `act = leaky_relu(0.2)`.
             return LayerRef(func.name, func.target, func.module, func.bound_pos + tuple(pos),
                             func.bound_kw + tuple(kw.items()))
+        if isinstance(func, SeqValue):
+            raise ArchError("A sequence value takes no arguments; apply it with `x -> name`.", e.func.span)
         raise ArchError(f"{type_name(func).capitalize()} cannot be called.", e.func.span)
+
+    def check_builtin_args(self, func: Builtin, pos, kw, span: Span) -> None:
+        """A located error for arguments that do not fit a built-in's signature."""
+        sig = _signature(func.fn)
+        if sig is None:
+            return
+        params = list(sig.parameters.values())
+        named = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            for name, arg in kw.items():
+                if name not in named:
+                    hint = did_you_mean(name, named) or (f"; its arguments are {', '.join(named)}." if named
+                                                         else "; it takes no keyword arguments.")
+                    raise ArchError(f"The built-in '{func.name}' has no argument '{name}'{hint}", arg.span)
+        try:
+            sig.bind(*pos, **kw)
+        except TypeError:
+            positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+            low = sum(p.default is p.empty for p in positional)
+            high = None if any(p.kind == p.VAR_POSITIONAL for p in params) else len(positional)
+            takes = (f"{low} argument{'s' if low != 1 else ''}" if low == high else
+                     f"at least {low} argument{'s' if low != 1 else ''}" if high is None else
+                     f"{low} to {high} arguments")
+            n = len(pos) + len(kw)
+            raise ArchError(f"The built-in '{func.name}' takes {takes}, but {n} {'was' if n == 1 else 'were'} "
+                            "given.", span) from None
 
     def _index(self, e, env):
         obj, idx = self.eval(e.obj, env), self.eval(e.index, env)
@@ -300,15 +396,24 @@ class ExpressionMixin:
                     f"; it defines {', '.join(names[:10])}{', ...' if len(names) > 10 else ''}." if names else
                     "; it defines nothing.")
                 raise ArchError(f"The imported file '{obj.file}' defines no '{e.name}'{hint}", e.span)
-            value, module = hit
-            return LayerRef(e.name, value, module) if isinstance(value, (ast.Definition, ast.ModelAlias)) \
-                else value
+            return _module_value(e.name, *hit)
+        if obj is OPS:
+            opdef = op_registry.get(e.name)
+            if opdef is None or not opdef.in_specs:
+                names = sorted(n for n, op in op_registry.OPS.items() if op.in_specs)
+                raise ArchError(f"There is no built-in op '{e.name}'"
+                                + (suggest(e.name, names) or did_you_mean(e.name, names)
+                                   or "; the ops are listed in docs/language.md."), e.span)
+            return LayerRef(e.name, opdef, None)
         if isinstance(obj, TensorRef):
             raise ArchError(f"Tensors have no attribute '{e.name}'; use channels(x), height(x), width(x) "
                             "or shape(x).", e.span)
         raise ArchError(f"{type_name(obj).capitalize()} has no attribute '{e.name}'.", e.span)
 
     def _chain(self, e, env):
+        if self.in_function():
+            raise ArchError("A function cannot apply layers: it computes values at compile time. Apply the "
+                            "layers in a block, passing the function's results as arguments.", e.span)
         source = self.eval(e.source, env)
         tensors = self.as_tensors(source, e.source.span)
         out = self.apply_chain(e.layers, tensors, env)
@@ -335,6 +440,33 @@ class ExpressionMixin:
             self.bind_target(t, v, env)
 
 
+def _reason(err: Exception) -> str:
+    text = str(err).rstrip(".")
+    return (text[:1].lower() + text[1:]) if text else type(err).__name__
+
+
+_SIGNATURES: dict = {}
+
+
+def _signature(fn):
+    """The signature of a built-in's Python function (cached), or None where Python cannot tell."""
+    if fn not in _SIGNATURES:
+        try:
+            _SIGNATURES[fn] = inspect.signature(fn)
+        except (TypeError, ValueError):
+            _SIGNATURES[fn] = None
+    return _SIGNATURES[fn]
+
+
+def _module_value(name: str, value, module):
+    """What a file's name means as a value: a layer for a block or model, a function for a def."""
+    if isinstance(value, (ast.Definition, ast.ModelAlias)):
+        return LayerRef(name, value, module)
+    if isinstance(value, ast.Function):
+        return FunctionRef(name, value, module)
+    return value
+
+
 ExpressionMixin._eval_dispatch = {
     ast.Literal: ExpressionMixin._literal, ast.Var: ExpressionMixin._var, ast.TupleExpr: ExpressionMixin._tuple,
     ast.ListExpr: ExpressionMixin._list, ast.ListComp: ExpressionMixin._list_comp,
@@ -342,4 +474,5 @@ ExpressionMixin._eval_dispatch = {
     ast.BoolOp: ExpressionMixin._boolop, ast.Unary: ExpressionMixin._unary,
     ast.Ternary: ExpressionMixin._ternary, ast.CallExpr: ExpressionMixin._call,
     ast.Index: ExpressionMixin._index, ast.Attr: ExpressionMixin._attr, ast.Chain: ExpressionMixin._chain,
+    ast.Seq: ExpressionMixin._seq_value,
 }

@@ -2,14 +2,18 @@
 
 Naming (it decides the parameter names of generated modules):
 
-* a labelled layer is named by its label (``conv1``, ``layer{i + 1}``);
+* a labelled layer is named by its label (``conv1``, ``layer{i + 1}``, ``block{i}-{j}``), whose
+  text must match ``[A-Za-z_][A-Za-z0-9_-]*`` (ASCII) once interpolated;
 * an unlabelled layer takes the next position number of its scope, like an
   entry of ``nn.Sequential``; the merge node of a construct counts as a layer;
-* block instances and ``[...]`` sequences open a new scope;
+* block instances and ``[...]`` sequences open a new scope (so do sequence values and lists of
+  layers applied with ``->``);
 * ``residual``, ``parallel``, ``dense`` and ``stn`` open a scope only when
   labelled; otherwise their layers live in the enclosing scope.
 """
 from __future__ import annotations
+
+import re
 
 from ..diagnostics import ArchError, Note, Span, did_you_mean
 from ..ir import ops as op_registry
@@ -17,11 +21,15 @@ from ..ir.graph import ScopeInfo
 from ..ir.params import Param
 from ..ir.shape_rules import ShapeError, fmt
 from ..syntax import ast
+from .aliases import suggest
 from .binding import Slot, Value, bind
-from .values import BUILTINS, LayerRef, TensorRef, show, type_name
+from .expressions import Env
+from .values import BUILTINS, OPS, FunctionRef, LayerRef, SeqValue, TensorRef, is_layer, show, type_name
 
 DEFAULT_MAX_NODES = 100_000
+EDGES_PER_NODE = 10        # the tensors all layers read, at most this many times the node limit
 IDENTITY_AFFINE = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+_LABEL_PART = re.compile(r"[A-Za-z0-9_-]*")
 
 
 class Scope:
@@ -73,19 +81,28 @@ class LayerMixin:
         return self._layer_dispatch[type(layer)](self, layer, tensors, env)
 
     def label_name(self, label: ast.Label | None, env) -> str | None:
+        """The text of a label: its pieces with the interpolated values (ints or strings) put in."""
         if label is None:
             return None
-        if label.index is None:
-            return label.name
-        value = self.eval(label.index, env)
-        if isinstance(value, bool) or not isinstance(value, (int, str)):
-            raise ArchError(f"A label suffix must be an int or a string, but got {type_name(value)}.",
-                            label.index.span)
-        suffix = str(value)
-        if not all(c.isalnum() or c == "_" for c in suffix):
-            raise ArchError(f"The label suffix {show(value, 40)} may only hold letters, digits and '_'.",
-                            label.index.span)
-        return label.name + suffix
+        if len(label.parts) == 1:
+            return label.parts[0]
+        texts, bad = [], None
+        for part in label.parts:
+            if isinstance(part, str):
+                texts.append(part)
+                continue
+            value = self.eval(part, env)
+            if isinstance(value, bool) or not isinstance(value, (int, str)):
+                raise ArchError(f"A value in a label must be an int or a string, but got {type_name(value)}.",
+                                part.span)
+            texts.append(str(value))
+            if bad is None and not _LABEL_PART.fullmatch(texts[-1]):
+                bad = (value, part.span)
+        text = "".join(texts)
+        if bad is not None:
+            raise ArchError(f"The label {show(text, 60)} is not a valid name: the value {show(bad[0], 40)} may hold "
+                            "only ASCII letters, digits, '_' and '-'.", bad[1])
+        return text
 
     def open_scope(self, label, env, kind: str, name: str, span: Span, args=None):
         path = self.scope.child(self.label_name(label, env), label.span if label else span)
@@ -102,6 +119,11 @@ class LayerMixin:
     # ---- a single layer call: an op or a block
     def _call(self, layer: ast.LayerCall, tensors, env):
         ref = self.resolve_layer(layer.callee, env, layer.callee_span)
+        if not isinstance(ref, LayerRef):          # a sequence value or a list of layers
+            if layer.args.positional or layer.args.keywords:
+                raise ArchError(f"'{'.'.join(layer.callee)}' is a sequence of layers and takes no arguments; "
+                                "configure its layers where it is built.", layer.args.span)
+            return self.apply_value(ref, tensors, layer.label, env, layer.span)
         pos, kw = self.eval_args(layer.args, env)
         pos = list(ref.bound_pos) + pos
         kw = {**dict(ref.bound_kw), **kw}
@@ -109,30 +131,43 @@ class LayerMixin:
             return self.call_block(ref, pos, kw, tensors, layer.label, env, layer.span)
         return [self.apply_op(ref.target, pos, kw, tensors, layer.label, env, layer.span)]
 
-    def resolve_layer(self, names: tuple, env, span: Span) -> LayerRef:
+    def resolve_layer(self, names: tuple, env, span: Span):
+        """The layer a (dotted) name after ``->`` means: a LayerRef, a sequence value or a list of layers."""
         head = names[0]
-        known = head in env.vars or (env.module is not None and env.module.lookup(head) is not None)
+        if head == "ops":
+            if len(names) != 2:
+                raise ArchError("After `ops.` comes the name of one built-in op, as in `ops.dropout(0.1)`.", span)
+            return self._attr(ast.Attr(span, ast.Var(span, "_"), names[1]), Env(env.module, {"_": OPS}))
+        known = head in env or (env.module is not None and env.module.lookup(head) is not None)
         if not known and len(names) > 1:
             spaces = env.module.namespaces if env.module is not None else {}
+            torch_like = head in ("nn", "torch", "F") and suggest(names[-1])
+            if torch_like:                      # `nn.BatchNorm2d`: the ops need no prefix here
+                raise ArchError(f"Unknown namespace '{head}': the built-in ops are written without a prefix"
+                                + torch_like, span)
             raise ArchError(f"Unknown namespace '{head}'" + (did_you_mean(head, spaces) or
                             f"; import a file with `import \"file.arch\" as {head}`."), span)
         opdef = op_registry.get(head)
         if not known and head not in BUILTINS and (opdef is None or not opdef.in_specs):
-            raise ArchError(f"Unknown layer '{head}'" + (did_you_mean(head, self.layer_names(env)) or
-                                                         "; no op, block or variable has this name."), span)
+            names_here = self.layer_names(env)
+            raise ArchError(f"Unknown layer '{head}'" + (suggest(head, names_here) or did_you_mean(head, names_here)
+                                                         or "; no op, block or variable has this name."), span)
         value = self.lookup(head, env, span)
         for part in names[1:]:
-            value = self._attr(ast.Attr(span, ast.Var(span, "_"), part), _Fixed(env, value))
-        if not isinstance(value, LayerRef):
-            raise ArchError(f"'{'.'.join(names)}' is {type_name(value)}, not a layer; only blocks and ops can "
-                            "follow '->'.", span)
+            value = self._attr(ast.Attr(span, ast.Var(span, "_"), part), Env(env.module, {"_": value}))
+        if isinstance(value, FunctionRef):
+            raise ArchError(f"'{'.'.join(names)}' is a function, not a layer: call it in an expression "
+                            f"(`n = {'.'.join(names)}(...)`) and pass its result to a layer.", span)
+        if not is_layer(value):
+            raise ArchError(f"'{'.'.join(names)}' is {type_name(value)}, not a layer; only blocks, ops, sequences "
+                            "and lists of them can follow '->'.", span)
         return value
 
     @staticmethod
     def layer_names(env) -> set:
         """Names that can follow '->' here: ops, visible blocks and models, variables holding layers."""
         names = {n for n, op in op_registry.OPS.items() if op.in_specs}
-        names |= {n for n, v in env.vars.items() if isinstance(v, LayerRef)}
+        names |= {n for n, v in env.flat().items() if is_layer(v)}
         if env.module is not None:
             names |= {n for n in env.module.visible_names()
                       if isinstance(env.module.lookup(n)[0], (ast.Definition, ast.ModelAlias))}
@@ -152,7 +187,7 @@ class LayerMixin:
             attrs["stride"] = attrs["kernel_size"]
         shapes = [t.shape for t in tensors]
         try:
-            out_shape = opdef.infer(attrs, shapes)
+            out_shape = op_registry.infer(opdef.name, attrs, shapes)     # within the size guard
         except ShapeError as err:
             raise ArchError(str(err), span) from None
         return self.add_op(opdef.name, attrs, tensors, out_shape, self.label_name(label, env),
@@ -163,11 +198,21 @@ class LayerMixin:
         if len(self.graph) >= self.max_nodes:
             raise ArchError(f"The model has more than {self.max_nodes} nodes; raise the limit (max_nodes= in "
                             "the API, --max-nodes on the command line) if this size is intended.", span)
+        self.edges += len(tensors)
+        if self.edges > EDGES_PER_NODE * self.max_nodes:
+            raise ArchError(f"The model's layers read more than {EDGES_PER_NODE * self.max_nodes} tensors in all "
+                            f"({EDGES_PER_NODE} times the node limit of {self.max_nodes}); raise the limit "
+                            "(max_nodes= in the API, --max-nodes on the command line) if this size is intended.",
+                            span)
+        try:
+            op_registry.check_shape(op, out_shape)
+            specs = op_registry.param_specs(op, attrs, [t.shape for t in tensors])
+        except ShapeError as err:
+            raise ArchError(str(err), span) from None
         path = self.scope.child(name, name_span)
-        specs = op_registry.param_specs(op, attrs, [t.shape for t in tensors])
         params = {}
         for local, spec in specs.items():
-            pname = f"{path}.{local}"
+            pname = op_registry.param_name(op, path, local)
             self.graph.add_param(Param(pname, spec.shape, spec.init, spec.fan_in, spec.fan_out, spec.trainable,
                                        spec.dtype, self.seed))
             params[local] = pname
@@ -199,12 +244,37 @@ class LayerMixin:
 
     # ---- constructs
     def _seq(self, layer: ast.Seq, tensors, env):
-        scope = self.open_scope(layer.label, env, "seq", "seq", layer.span)
+        return self.apply_seq(layer, tensors, layer.label, env, env)
+
+    def apply_seq(self, seq: ast.Seq, tensors, label, label_env, env):
+        """A sequence in a scope of its own, the label read in ``label_env``, the body run in ``env``."""
+        scope = self.open_scope(label, label_env, "seq", "seq", seq.span)
 
         def body():
             cur = tensors
-            for inner in self.expand(layer.comp, env):
-                cur = self.apply_chain(layer.body, cur, inner)
+            for inner in self.expand(seq.comp, env):
+                cur = self.apply_chain(seq.body, cur, inner)
+            return cur
+        return self.in_scope(scope, body)
+
+    def apply_value(self, value, tensors, label, env, span: Span) -> list:
+        """A layer value after ``->``: a sequence value, or a list of layers applied in order in a scope
+        of their own (as the sequence ``[a -> b -> ...]`` would be)."""
+        if isinstance(value, SeqValue):
+            return self.apply_seq(value.seq, tensors, label, env, value.env)
+        if isinstance(value, LayerRef):
+            if isinstance(value.target, (ast.Definition, ast.ModelAlias)):
+                return self.call_block(value, list(value.bound_pos), dict(value.bound_kw), tensors, label, env,
+                                       span)
+            return [self.apply_op(value.target, list(value.bound_pos), dict(value.bound_kw), tensors, label, env,
+                                  span)]
+        scope = self.open_scope(label, env, "seq", "seq", span)
+
+        def body():
+            cur = tensors
+            for item in value:
+                self.tick(span)
+                cur = self.apply_value(item, cur, None, env, span)
             return cur
         return self.in_scope(scope, body)
 
@@ -252,14 +322,23 @@ class LayerMixin:
         pos, kw = self.eval_args(layer.args, env)
         opts = bind("'dense'", [Slot("growth", "int?", None)], pos, kw, layer.span)
         x = self.one_tensor(tensors, "'dense'", layer.span)
+        items = [(branch, list(self.expand(branch.comp, env))) for branch in layer.branches]
+        n = sum(len(inners) for _, inners in items)
+        reads = n * (n + 1) // 2 + n + 1          # layer k reads the concatenation of k tensors; then the output
+        budget = EDGES_PER_NODE * self.max_nodes
+        if reads > budget:
+            raise ArchError(f"This dense block has {n} layers, so its concatenations would read {reads} tensors "
+                            f"(n(n + 1)/2 + n + 1), more than {budget} ({EDGES_PER_NODE} times the node limit of "
+                            f"{self.max_nodes}); split it into several dense blocks with transitions between them, "
+                            "as DenseNet does, or raise the node limit.", layer.span)
 
         def body():
             features = [x]
 
             def describe(err):
                 return f"A dense block concatenates every layer's output with its input, so {err}"
-            for branch in layer.branches:
-                for inner in self.expand(branch.comp, env):
+            for branch, inners in items:
+                for inner in inners:
                     joined = self.merge("concat", features, branch.span, describe, "dense")
                     out = self.apply_chain(branch.body, [joined], inner)
                     if len(out) != 1:
@@ -337,14 +416,6 @@ class LayerMixin:
                                                                                [x.shape, grid.shape]),
                                 None, layer.span, layer.span)]
         return self._transparent(layer, env, "stn", body)
-
-
-class _Fixed:
-    """An environment that resolves the placeholder name ``_`` to a fixed value (dotted callees)."""
-
-    def __init__(self, env, value):
-        self.vars = {"_": value}
-        self.module = env.module
 
 
 LayerMixin._layer_dispatch = {

@@ -15,16 +15,17 @@ from .. import files
 from ..diagnostics import ArchError, Note, Span, did_you_mean
 from ..syntax import ast
 from ..syntax.parser import MAX_SOURCE_BYTES, parse
+from .functions import check_definition, check_function
 
 MAX_IMPORTED_FILES = 256
 
 
 @dataclass
 class ModuleNS:
-    """The names one spec file defines: blocks, models, constants and imported namespaces."""
+    """The names one spec file defines: blocks, models, functions, constants and imported namespaces."""
     file: str
     ast: ast.Module
-    defs: dict = field(default_factory=dict)        # name -> ast.Definition
+    defs: dict = field(default_factory=dict)        # name -> ast.Definition, ast.ModelAlias or ast.Function
     consts: dict = field(default_factory=dict)      # name -> value
     spans: dict = field(default_factory=dict)       # name -> Span of its definition
     namespaces: dict = field(default_factory=dict)  # alias -> ModuleNS
@@ -162,8 +163,12 @@ class Loader:
                     ns.namespaces[item.alias] = target
                 else:
                     ns.star.append(target)
-            elif isinstance(item, (ast.Definition, ast.ModelAlias)):
+            elif isinstance(item, (ast.Definition, ast.ModelAlias, ast.Function)):
                 self._define(ns, item.name, item.name_span)
+                if isinstance(item, ast.Function):
+                    check_function(item)
+                elif isinstance(item, ast.Definition):
+                    check_definition(item)
                 ns.defs[item.name] = item
             elif isinstance(item, ast.Const):
                 self._define(ns, item.name, item.span)

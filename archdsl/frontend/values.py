@@ -1,8 +1,10 @@
 """Values a spec computes with, and the built-in functions it may call.
 
 Besides numbers, strings, booleans, ``none``, lists and tuples, a spec handles
-tensors (:class:`TensorRef`, a node of the graph under construction) and
-layers (:class:`LayerRef`, a block or op passed around by name).
+tensors (:class:`TensorRef`, a node of the graph under construction), layers
+(:class:`LayerRef`, a block or op passed around by name; :class:`SeqValue`, a
+``[a -> b]`` sequence; a list of layers, applied in order) and functions
+(:class:`FunctionRef`, a ``def``).
 """
 from __future__ import annotations
 
@@ -30,6 +32,52 @@ class LayerRef:
     bound_kw: tuple = ()
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class SeqValue:
+    """``[conv(8, 3) -> relu]`` as a value: the sequence's syntax and the variables it saw when built."""
+    seq: Any           # ast.Seq
+    env: Any           # the Env its arguments and labels are evaluated in (a snapshot)
+    spec_text = "[...]"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class FunctionRef:
+    """A ``def`` used as a value: called in expressions, never applied with ``->``."""
+    name: str
+    defn: Any          # ast.Function
+    module: Any        # the ModuleNS it belongs to
+    type_word = "a function"
+
+    @property
+    def spec_text(self) -> str:
+        return self.name
+
+
+class OpsNamespace:
+    """The reserved name ``ops``: ``ops.NAME`` is the built-in op NAME whatever else is called NAME."""
+    type_word = "the namespace of the built-in ops"
+    spec_text = "ops"
+
+
+OPS = OpsNamespace()
+
+
+def is_layer(v) -> bool:
+    """Whether ``v`` can follow ``->``: a layer, a sequence, or a list or tuple of layers (applied in order)."""
+    if isinstance(v, (LayerRef, SeqValue)):
+        return True
+    if isinstance(v, (list, tuple)):
+        pending = list(v)
+        while pending:                 # without recursion: a list may nest deeply
+            x = pending.pop()
+            if isinstance(x, (list, tuple)):
+                pending.extend(x)
+            elif not isinstance(x, (LayerRef, SeqValue)):
+                return False
+        return True
+    return False
+
+
 class BuiltinError(Exception):
     """A built-in function was misused; the message is a full sentence."""
 
@@ -51,7 +99,7 @@ def type_name(v) -> str:
         return "a tuple"
     if isinstance(v, TensorRef):
         return "a tensor"
-    if isinstance(v, LayerRef):
+    if isinstance(v, (LayerRef, SeqValue)):
         return "a layer"
     # built-in functions and imported namespaces describe themselves
     return getattr(v, "type_word", None) or type(v).__name__
@@ -75,6 +123,8 @@ def _pieces(v):
         yield "none"
     elif isinstance(v, bool):
         yield "true" if v else "false"
+    elif isinstance(v, int) and v.bit_length() > MAX_INT_BITS:      # str() refuses past 4300 digits
+        yield f"<an int of {int(v.bit_length() * 0.30103) + 1} digits>"
     elif isinstance(v, str):
         yield '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     elif isinstance(v, (list, tuple)):
@@ -151,11 +201,60 @@ def _to_int(v):
     return int(v)
 
 
-def _round(v):
+def _round(v, ndigits=None):
+    """Python's round: half to even; an int without ``ndigits``, else a number with that many decimals."""
     v = _number("round", v)
     if isinstance(v, float) and not math.isfinite(v):
         raise BuiltinError(f"'round' cannot round {v} to a whole number.")
-    return round(v)
+    if ndigits is None:
+        return round(v)
+    if abs(_int("round", ndigits)) > 400:
+        raise BuiltinError(f"'round' takes at most 400 digits, but got {ndigits}.")
+    return round(v, ndigits)
+
+
+def _whole(name, fn):
+    """ceil / floor: the nearest int above / below a number."""
+    def run(v):
+        v = _number(name, v)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise BuiltinError(f"'{name}' cannot round {v} to a whole number.")
+        return fn(v)
+    return run
+
+
+def _log(v, base=None):
+    """log(x) = ln x; log(x, b) = ln x / ln b."""
+    v = _number("log", v)
+    if v <= 0:
+        raise BuiltinError(f"'log' needs a positive number, but got {show(v)}.")
+    if base is None:
+        return math.log(v)
+    base = _number("log", base)
+    if base <= 0 or base == 1:
+        raise BuiltinError(f"The base of 'log' must be positive and not 1, but got {show(base)}.")
+    return math.log(v, base)
+
+
+def _log2(v):
+    v = _number("log2", v)
+    if v <= 0:
+        raise BuiltinError(f"'log2' needs a positive number, but got {show(v)}.")
+    return math.log2(v)
+
+
+def _sqrt(v):
+    v = _number("sqrt", v)
+    if v < 0:
+        raise BuiltinError(f"'sqrt' needs a number of at least 0, but got {show(v)}.")
+    return math.sqrt(v)
+
+
+def _exp(v):
+    v = _number("exp", v)
+    if v > 709:
+        raise BuiltinError(f"'exp' of {show(v)} is too large for a float.")
+    return math.exp(v)
 
 
 def _to_str(v):
@@ -191,6 +290,12 @@ BUILTINS = {
     "int": _to_int,
     "float": lambda v: float(_number("float", v)),
     "round": _round,
+    "ceil": _whole("ceil", math.ceil),
+    "floor": _whole("floor", math.floor),
+    "log": _log,
+    "log2": _log2,
+    "sqrt": _sqrt,
+    "exp": _exp,
     "str": _to_str,
     "list": lambda v: list(_seq("list", v)),
     "channels": _dim("channels", 1),
@@ -203,8 +308,15 @@ BUILTIN_DOCS = {
     "range": "range(stop) / range(start, stop[, step]): a list of ints",
     "len": "number of items", "enumerate": "pairs (index, item)", "zip": "tuples of items side by side",
     "min": "smallest number", "max": "largest number", "sum": "sum of numbers", "abs": "absolute value",
-    "int": "truncate to int", "float": "convert to float", "round": "round to the nearest int",
+    "int": "truncate to int", "float": "convert to float",
+    "round": "round half to even: to an int, or to ndigits decimals",
+    "ceil": "smallest int at or above", "floor": "largest int at or below", "log": "natural log, or to a base",
+    "log2": "log base 2", "sqrt": "square root", "exp": "e to the power",
     "str": "text of a value", "list": "a list of the items",
     "channels": "channels of a tensor (dim 1)", "height": "height (dim 2)", "width": "width (dim 3)",
     "shape": "a tensor's shape without the batch",
 }
+
+from ..ir import inits as _inits  # noqa: E402  (initialiser calls: normal(0.01), trunc_normal(0.02), ...)
+BUILTINS.update(_inits.builtins(BuiltinError))
+BUILTIN_DOCS.update(_inits.DOCS)

@@ -34,7 +34,12 @@ label is constant). Units are merged with a union-find. The rules, per kind:
   (that would couple all of ``x``'s channels) but fixed. An SE gate ``(N, C, 1, 1)``
   times ``x`` merges gate channel ``c`` with channel ``c`` of ``x``.
 * ``concat`` and ``slice`` concatenate or slice the label arrays; ``reshape``
-  (row-major) and ``transpose`` apply the same reshape or transpose to them.
+  (row-major), ``transpose`` and ``permute`` apply the same reshape, transpose or
+  permutation to them (so the channels of ``permute([0, 2, 3, 1])`` lie along the last
+  dimension).
+* ``broadcast`` (``scale``: y = p * x): the labels pass through; a parameter axis of size
+  above 1 along the dimension where the labels vary (p's axis 0 for (C, 1, 1) against
+  (N, C, H, W), aligned from the right) gets the units' indices, as batch norm's weight.
 * ``mix`` (softmax along ``attrs["dim"]``, LRN across channels): the units that
   vary along the mixed dimension are fixed.
 * ``sample`` (grid_sample): the image's channels pass through; the other inputs
@@ -400,6 +405,32 @@ class _Analysis:
         x = d["inputs"][0]
         rank = len(self.full(x)) + 1
         return np.swapaxes(self.label(x), _axis(d["attrs"]["dim0"], rank), _axis(d["attrs"]["dim1"], rank))
+
+    def k_permute(self, nid, d, ch):
+        x = d["inputs"][0]
+        rank = len(self.full(x)) + 1
+        dims = [k % rank for k in d["attrs"]["dims"]]
+        return np.transpose(self.label(x), [k - 1 for k in dims[1:]])
+
+    def k_broadcast(self, nid, d, ch):
+        x = d["inputs"][0]
+        a = self.label(x)
+        full = self.full(x)
+        varying = [ax for ax in range(a.ndim) if a.shape[ax] > 1]
+        if not varying:
+            return a
+        axis = varying[0]
+        vec = np.moveaxis(a, axis, 0).reshape(a.shape[axis], -1)[:, 0]
+        shapes = [self.g.data(i)["shape"] for i in d["inputs"]]
+        specs = ops.get(d["op"]).params(d["attrs"], shapes)
+        for local, _ in ch.params:
+            if local not in d["params"]:
+                continue
+            pshape = specs[local].shape
+            pax = axis - (len(full) - len(pshape))
+            if 0 <= pax < len(pshape) and pshape[pax] > 1:
+                self.record(("out", d["params"][local], pax), np.broadcast_to(vec, (full[axis],)))
+        return a
 
     def k_mix(self, nid, d, ch):
         x = d["inputs"][0]

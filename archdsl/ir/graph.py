@@ -298,7 +298,7 @@ class Graph:
                           f"{', '.join(sorted(specs)) or 'none'}.", span)
         params = {}
         for local, spec in specs.items():
-            pname = f"{scope}.{local}"
+            pname = ops.param_name(op, scope, local)
             p = Param(pname, spec.shape, spec.init, spec.fan_in, spec.fan_out, spec.trainable, spec.dtype, seed)
             if local in values:
                 try:

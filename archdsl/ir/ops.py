@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from .inits import Initialiser, as_param_init
 from .shape_rules import ShapeError, broadcast, expect_rank, fmt, norm_dim, numel, window_out
 from .types import DTYPES, FLOAT_DTYPES, INT_RANGES as INT_RANGES_Q, QUANT_DTYPES, QuantParams, TensorType
 
@@ -58,7 +59,12 @@ class Channels:
       (:func:`concat_offsets`); ``"slice"``: a range of one dimension is kept;
     * ``"reshape"``: elements keep their row-major order (flatten: each channel becomes a
       block of features; a channel shuffle's reshape, transpose, reshape permutes);
-      ``"transpose"``: two dimensions swap;
+      ``"transpose"``: two dimensions swap; ``"permute"``: the dimensions move as
+      ``attrs["dims"]`` says (the channel axis with them);
+    * ``"broadcast"``: y = f(x, p) element by element, with each parameter of ``params``
+      (``(local, None)``) broadcast against the sample (x without its batch), aligned from the
+      right: an element of x keeps its channel, and a parameter axis of size > 1 that lies
+      along the channels is indexed by them (``scale``'s (C, 1, 1));
     * ``"mix"``: output element depends on the neighbours along ``attrs["dim"]``, or along
       channels when the op has no ``dim`` (softmax, LRN): channels varying there cannot be
       removed without changing the function;
@@ -73,6 +79,9 @@ class Channels:
 
 
 SAME = Channels("same")
+# an element-wise function of one tensor (activations): every element keeps its channel, along whichever
+# dimension the channels lie (dimension 3 after permute([0, 2, 3, 1]))
+POINTWISE = Channels("elementwise")
 
 
 @dataclass(frozen=True)
@@ -88,6 +97,7 @@ class OpDef:
     types: Callable | None = None    # (attrs, [TensorType]) -> (dtype, QuantParams | None); None: float_op
     channels: Channels = field(default_factory=lambda: Channels("opaque"))
     internal: bool = False     # made by passes only: not callable from a spec
+    bare: str = ""             # the local name of a parameter stored under the node's own scope (scale)
 
     @property
     def in_specs(self) -> bool:
@@ -107,8 +117,91 @@ def get(name: str) -> OpDef | None:
     return OPS.get(name)
 
 
+def param_name(op: str, scope: str, local: str) -> str:
+    """The name of parameter ``local`` of a node of ``op`` at ``scope``: ``scope.local``, or ``scope``
+    itself for the op's bare parameter (``scale``'s, as torchvision's ``layer_scale``)."""
+    opdef = OPS.get(op)
+    return scope if opdef is not None and opdef.bare and local == opdef.bare else f"{scope}.{local}"
+
+
 def infer(name: str, attrs: dict, shapes: list) -> tuple:
-    return OPS[name].infer(attrs, shapes)
+    """The output shape of op ``name``, within the size guard (:func:`check_attrs`, :func:`check_shape`)."""
+    check_attrs(name, attrs)
+    return check_shape(name, OPS[name].infer(attrs, shapes))
+
+
+# ---- the size guard ----------------------------------------------------------------------------
+# Sizes, indices and counts must fit the int32 that ONNX shapes, torch kernels and tensor allocation
+# assume; a dimension of 2**63 or an int of 4,300 digits would fail far from the spec (or in str()).
+
+MAX_DIM = 2**31 - 1
+MAX_PARAM_ELEMENTS = 2**31
+
+
+def number_text(n: int) -> str:
+    """An int as messages write it: its digits, or its size when it has too many to print."""
+    if abs(n).bit_length() <= 256:
+        return str(n)
+    return f"a {int(abs(n).bit_length() * 0.30103) + 1}-digit number"
+
+
+FLOAT32_MAX = 3.4028234663852886e38
+POSITIVE = {("bn", "eps")}       # added to a variance before its square root (layer_norm checks its own)
+UNIT = {("bn", "momentum")}                                                         # fractions in [0, 1]
+
+
+def check_floats(name: str, attrs: dict) -> None:
+    """Every float an op is given becomes a float32 (a kernel argument or a tensor), so it must be finite
+    there; epsilons are positive and momenta fractions (``bn(eps=-1)`` would take the square root of a
+    negative variance, and fold-bn with it)."""
+    for arg in OPS[name].args:
+        v = attrs.get(arg.name)
+        if arg.kind != "float" or not isinstance(v, float):
+            continue
+        if not abs(v) <= FLOAT32_MAX:           # also NaN
+            raise ShapeError(f"'{name}' was given {arg.name}={v!r}, which float32 cannot hold; use a finite "
+                             f"number of magnitude below 3.4e38.")
+        if (name, arg.name) in POSITIVE and not v > 0:
+            raise ShapeError(f"'{name}' needs {arg.name} above 0, but it is {v!r}.")
+        if (name, arg.name) in UNIT and not 0 <= v <= 1:
+            raise ShapeError(f"'{name}' needs {arg.name} between 0 and 1, but it is {v!r}.")
+
+
+def check_attrs(name: str, attrs: dict) -> None:
+    """Every int an op is given (out_channels, kernel sizes, shapes, dims ...) is at most MAX_DIM in size;
+    every float is one float32 can hold (:func:`check_floats`)."""
+    check_floats(name, attrs)
+    for key, value in attrs.items():
+        pending = [value]
+        while pending:
+            v = pending.pop()
+            if isinstance(v, (list, tuple)):
+                pending.extend(v)
+            elif isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_DIM:
+                given = f"{key}={number_text(v)}" if v is value else f"{key} holding {number_text(v)}"
+                raise ShapeError(f"'{name}' was given {given}, more than {MAX_DIM} (2**31 - 1), the most a size, "
+                                 "index or count can be; tensors that large cannot be allocated or exported.")
+
+
+def check_shape(name: str, shape: tuple) -> tuple:
+    """``shape``, if each of its dimensions is at most MAX_DIM."""
+    big = next((d for d in shape if d != "N" and d > MAX_DIM), None)
+    if big is not None:
+        dims = ", ".join(str(d) if d == "N" else number_text(d) for d in shape)
+        raise ShapeError(f"'{name}' would make a tensor of shape ({dims}), and its dimension {number_text(big)} is "
+                         f"more than {MAX_DIM} (2**31 - 1), the most a dimension can be.")
+    return shape
+
+
+def check_param_sizes(name: str, specs: dict) -> dict:
+    """``specs``, if each parameter tensor holds at most MAX_PARAM_ELEMENTS elements."""
+    for local, spec in specs.items():
+        n = numel(spec.shape)
+        if n > MAX_PARAM_ELEMENTS:
+            dims = " x ".join(number_text(d) for d in spec.shape)
+            raise ShapeError(f"The {local} of '{name}' would hold {number_text(n)} elements ({dims}), more than "
+                             f"{MAX_PARAM_ELEMENTS} (2**31), the most one parameter tensor may hold.")
+    return specs
 
 
 def float_rule(op: str, a, types) -> tuple:
@@ -168,6 +261,8 @@ def attr_ok(kind: str, value) -> bool:
     if kind == "floats":
         return isinstance(value, (tuple, list)) and all(isinstance(v, float) for v in value)
     if kind == "init":
+        if isinstance(value, Initialiser) or isinstance(value, float):
+            return True
         return isinstance(value, str) or (isinstance(value, (list, tuple))
                                           and all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                   for v in value))
@@ -197,7 +292,7 @@ def complete_attrs(name: str, attrs: dict, span=None) -> dict:
             value = arg.default
         if arg.kind == "pair" and isinstance(value, int) and not isinstance(value, bool):
             value = (value, value)
-        elif arg.kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+        elif arg.kind in ("float", "init") and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         elif arg.kind in ("ints", "floats") and isinstance(value, list):
             value = tuple(float(v) if arg.kind == "floats" else v for v in value)
@@ -211,7 +306,7 @@ def complete_attrs(name: str, attrs: dict, span=None) -> dict:
 
 def param_specs(name: str, attrs: dict, shapes: list) -> dict:
     op = OPS[name]
-    return op.params(attrs, shapes) if op.params else {}
+    return check_param_sizes(name, op.params(attrs, shapes)) if op.params else {}
 
 
 def macs(name: str, attrs: dict, shapes: list, out) -> int:
@@ -257,9 +352,10 @@ def _conv_params(a, shapes):
     kh, kw = a["kernel_size"]
     per_group = c // a["groups"]
     fan_in, fan_out = per_group * kh * kw, a["out_channels"] * kh * kw
-    out = {"weight": ParamSpec((a["out_channels"], per_group, kh, kw), a["weight_init"], fan_in, fan_out)}
+    out = {"weight": ParamSpec((a["out_channels"], per_group, kh, kw), as_param_init(a["weight_init"]), fan_in,
+                               fan_out)}
     if a["bias"]:
-        out["bias"] = ParamSpec((a["out_channels"],), a["bias_init"], fan_in, fan_out)
+        out["bias"] = ParamSpec((a["out_channels"],), as_param_init(a["bias_init"]), fan_in, fan_out)
     return out
 
 
@@ -289,9 +385,9 @@ def _linear_infer(a, shapes):
 
 def _linear_params(a, shapes):
     fin = shapes[0][-1]
-    out = {"weight": ParamSpec((a["out_features"], fin), a["weight_init"], fin, a["out_features"])}
+    out = {"weight": ParamSpec((a["out_features"], fin), as_param_init(a["weight_init"]), fin, a["out_features"])}
     if a["bias"]:
-        out["bias"] = ParamSpec((a["out_features"],), a["bias_init"], fin, a["out_features"])
+        out["bias"] = ParamSpec((a["out_features"],), as_param_init(a["bias_init"]), fin, a["out_features"])
     return out
 
 
@@ -338,11 +434,11 @@ for _name, _doc in [("relu", "max(x, 0)"), ("relu6", "min(max(x, 0), 6)"), ("sig
                     ("tanh", "tanh(x)"), ("gelu", "Gaussian error linear unit"),
                     ("silu", "x * sigmoid(x) (swish)"), ("hardswish", "x * relu6(x + 3) / 6"),
                     ("hardsigmoid", "relu6(x + 3) / 6"), ("identity", "x, unchanged")]:
-    register(OpDef(_name, (), infer=_same, doc=_doc, category="activation", channels=SAME))
+    register(OpDef(_name, (), infer=_same, doc=_doc, category="activation", channels=POINTWISE))
 register(OpDef("leaky_relu", (Arg("negative_slope", "float", 0.01),), infer=_same,
-               doc="x if x > 0 else negative_slope * x", category="activation", channels=SAME))
+               doc="x if x > 0 else negative_slope * x", category="activation", channels=POINTWISE))
 register(OpDef("elu", (Arg("alpha", "float", 1.0),), infer=_same,
-               doc="x if x > 0 else alpha * (exp(x) - 1)", category="activation", channels=SAME))
+               doc="x if x > 0 else alpha * (exp(x) - 1)", category="activation", channels=POINTWISE))
 
 
 def _dim_checked(op):
@@ -576,6 +672,101 @@ register(OpDef("grid_sample", (Arg("mode", "choice:bilinear|nearest", "bilinear"
                                Arg("align_corners", "bool", False)),
                arity=2, infer=_grid_sample_infer, category="spatial", channels=Channels("sample"),
                doc="Samples the image at the grid's points (bilinear by default)."))
+
+# ---- layer norm, permute, layer scale, stochastic depth (ConvNeXt) --------------------------------
+
+def _layer_norm_infer(a, shapes):
+    (x,) = shapes
+    if len(x) < 2:
+        raise ShapeError(f"'layer_norm' expects at least a 2-D input (N, features) but got {fmt(x)}.")
+    d = norm_dim("layer_norm", a["dim"], len(x))
+    if d == 0:
+        raise ShapeError("'layer_norm' cannot normalise across the batch dimension (dim 0).")
+    if d not in (1, len(x) - 1):
+        raise ShapeError(f"'layer_norm' normalises dimension 1 (the channels) or the last one ({len(x) - 1}), but "
+                         f"dim is {a['dim']}; permute the dimension to normalise to the end first.")
+    if not a["eps"] > 0:
+        raise ShapeError(f"'layer_norm' needs a positive eps, but eps is {a['eps']}.")
+    return x
+
+
+def _layer_norm_params(a, shapes):
+    if not a["affine"]:
+        return {}
+    c = shapes[0][a["dim"] % len(shapes[0])]
+    return {"weight": ParamSpec((c,), "ones"), "bias": ParamSpec((c,), "zeros")}
+
+
+register(OpDef("layer_norm", (Arg("dim", "int", -1), Arg("eps", "float", 1e-5), Arg("affine", "bool", True)),
+               infer=_layer_norm_infer, params=_layer_norm_params, category="normalisation",
+               # the mean and variance along `dim` couple its positions: removing a channel changes the others
+               channels=Channels("mix"),
+               doc="y = (x - mean) / sqrt(var + eps) * weight + bias, mean and (biased) variance over the one "
+                   "dimension dim: 1, the channels of (N, C, H, W), as ConvNeXt's LayerNorm2d, or -1, the last "
+                   "one, as nn.LayerNorm(C); weight (C,) ones and bias (C,) zeros."))
+
+
+def _permute_infer(a, shapes):
+    (x,) = shapes
+    dims = tuple(a["dims"])
+    if len(dims) != len(x):
+        raise ShapeError(f"'permute' needs one entry per dimension of its input {fmt(x)} ({len(x)}, batch "
+                         f"included), but dims has {len(dims)}: {fmt(dims)}.")
+    norm = [d + len(x) if d < 0 else d for d in dims]
+    if sorted(norm) != list(range(len(x))):
+        raise ShapeError(f"'permute' needs every dimension 0 to {len(x) - 1} exactly once, but dims is {fmt(dims)}.")
+    if norm[0] != 0:
+        raise ShapeError(f"'permute' cannot move the batch dimension: dims must start with 0, but it is {fmt(dims)}.")
+    return tuple(x[d] for d in norm)
+
+
+register(OpDef("permute", (Arg("dims", "ints"),), infer=_permute_infer, category="shape",
+               channels=Channels("permute"),
+               doc="Reorders the dimensions as torch.permute: output dimension i is input dimension dims[i] "
+                   "(dims counts the batch as 0 and must start with it)."))
+
+
+def _scale_infer(a, shapes):
+    (x,) = shapes
+    shape, sample = tuple(a["shape"]), tuple(x[1:])
+    if any(d < 1 for d in shape):
+        raise ShapeError(f"'scale' needs positive sizes in its shape, but got {fmt(shape)}.")
+    if len(shape) > len(sample) or any(p not in (1, s) for p, s in zip(reversed(shape), reversed(sample))):
+        raise ShapeError(f"'scale' needs a shape that broadcasts against the input without its batch dimension, "
+                         f"{fmt(sample)} (each size 1 or the input's, aligned from the right), but got {fmt(shape)}.")
+    init = a["init"]
+    if isinstance(init, (list, tuple)) and len(init) != numel(shape):
+        raise ShapeError(f"'scale' init lists {len(init)} values, but the parameter of shape {fmt(shape)} has "
+                         f"{numel(shape)}.")
+    return x
+
+
+def _scale_params(a, shapes):
+    from .inits import torch_fans
+    shape = tuple(a["shape"])
+    fan_in, fan_out = torch_fans(shape)
+    return {"weight": ParamSpec(shape, as_param_init(a["init"]), fan_in, fan_out)}
+
+
+register(OpDef("scale", (Arg("shape", "ints"), Arg("init", "init", 1.0)), infer=_scale_infer, params=_scale_params,
+               category="layer", channels=Channels("broadcast", (("weight", None),)), bare="weight",
+               doc="y = p * x with a learnable p of the given shape, broadcast against x without its batch "
+                   "dimension (ConvNeXt's layer scale: shape (C, 1, 1), init 1e-6); p is stored under the "
+                   "layer's own name (features.1.0.layer_scale)."))
+
+
+def _drop_path_infer(a, shapes):
+    if not 0.0 <= a["p"] < 1.0:
+        raise ShapeError(f"'drop_path' needs a drop probability of at least 0 and below 1, but p is {a['p']}.")
+    return shapes[0]
+
+
+register(OpDef("drop_path", (Arg("p", "float"), Arg("mode", "choice:row|batch", "row")), infer=_drop_path_infer,
+               category="regularisation", channels=Channels("elementwise"),
+               doc="Stochastic depth (torchvision.ops.StochasticDepth): in training x * b / (1 - p) with b ~ "
+                   "Bernoulli(1 - p) per sample (mode \"row\") or for the whole batch (\"batch\"); identity in "
+                   "inference."))
+
 
 # `input` nodes are made by the `input` statement, never called from a chain.
 register(OpDef("input", (Arg("name", "str"),), arity=0, infer=lambda a, s: tuple(a["shape"]),

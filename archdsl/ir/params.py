@@ -3,8 +3,11 @@
 Initialisation follows PyTorch's defaults for the same layer unless the spec
 asks otherwise: conv and linear weights and biases are uniform in
 ``±1/sqrt(fan_in)`` (``kaiming_uniform_(a=sqrt(5))``), batch-norm weight 1,
-bias 0, running mean 0, running variance 1. Each tensor draws from its own
-generator seeded by its name, so the same spec always gives the same weights.
+bias 0, running mean 0, running variance 1. Initialiser calls of the spec
+(``normal(0.01)``, ``trunc_normal(0.02)``, ``kaiming_normal("fan_in")``...) are
+:class:`archdsl.ir.inits.Initialiser` values, which draw their own samples. Each
+tensor draws from its own generator seeded by its name, so the same spec always
+gives the same weights.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .inits import Initialiser
 from .types import QuantParams, numpy_dtype
 
 INITS = ("default", "zeros", "ones", "kaiming_normal", "kaiming_uniform", "xavier_uniform",
@@ -24,7 +28,7 @@ INITS = ("default", "zeros", "ones", "kaiming_normal", "kaiming_uniform", "xavie
 class Param:
     name: str
     shape: tuple
-    init: object = "default"     # one of INITS, or a list of values
+    init: object = "default"     # one of INITS, an Initialiser, or a list of values
     fan_in: int = 1
     fan_out: int = 1
     trainable: bool = True       # False for buffers (running statistics)
@@ -84,6 +88,8 @@ class Param:
         if init == "ones":
             return np.ones(shape, numpy_dtype(self.dtype))
         rng = self._rng()
+        if isinstance(init, Initialiser):
+            return init.sample(rng, shape, self.fan_in, self.fan_out)
         if init == "default":
             return self._uniform(rng, 1.0 / math.sqrt(self.fan_in) if self.fan_in > 0 else 0.0)
         if init == "kaiming_normal":        # torchvision's choice: mode="fan_out", relu gain

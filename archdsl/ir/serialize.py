@@ -8,6 +8,7 @@ import numpy as np
 
 from ..diagnostics import Span
 from .graph import Graph, ScopeInfo
+from .inits import Initialiser
 from .params import Param
 from .types import QuantParams, numpy_dtype
 
@@ -15,23 +16,39 @@ FORMAT = "archdsl-ir/2"
 READABLE = ("archdsl-ir/1", FORMAT)     # version 1 had no dtypes: every tensor was float32
 
 
-def _jsonable(v):
+MAX_VALUE_DEPTH = 200      # lists, tuples and dicts within an attribute, meta or argument value
+
+
+def _too_deep() -> ValueError:
+    return ValueError(f"a value nests more than {MAX_VALUE_DEPTH} levels of lists, tuples or objects")
+
+
+def _jsonable(v, depth: int = 0):
+    if depth > MAX_VALUE_DEPTH:
+        raise _too_deep()
+    if isinstance(v, Initialiser):           # normal(0.01): {"__init__": {"initialiser": "normal", "args": ...}}
+        return {"__init__": v.to_json()}
     if isinstance(v, tuple):
-        return {"__tuple__": [_jsonable(x) for x in v]}
+        return {"__tuple__": [_jsonable(x, depth + 1) for x in v]}
     if isinstance(v, list):
-        return [_jsonable(x) for x in v]
+        return [_jsonable(x, depth + 1) for x in v]
     if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
+        return {k: _jsonable(x, depth + 1) for k, x in v.items()}
     return v
 
 
-def _restore(v):
+def _restore(v, depth: int = 0):
+    """A value read back from JSON; the depth check keeps a crafted file from exhausting Python's stack."""
+    if depth > MAX_VALUE_DEPTH:
+        raise _too_deep()
     if isinstance(v, dict):
         if set(v) == {"__tuple__"}:
-            return tuple(_restore(x) for x in v["__tuple__"])
-        return {k: _restore(x) for k, x in v.items()}
+            return tuple(_restore(x, depth + 1) for x in v["__tuple__"])
+        if set(v) == {"__init__"}:
+            return Initialiser.from_json(v["__init__"])
+        return {k: _restore(x, depth + 1) for k, x in v.items()}
     if isinstance(v, list):
-        return [_restore(x) for x in v]
+        return [_restore(x, depth + 1) for x in v]
     return v
 
 
@@ -44,7 +61,7 @@ def to_dict(graph: Graph) -> dict:
                       "quant": d["quant"].to_json() if d["quant"] is not None else None,
                       "span": d["span"].to_json() if d["span"] else None,
                       "scope": d["scope"], "params": d["params"], "meta": _jsonable(d["meta"])})
-    params = [{"name": p.name, "shape": list(p.shape), "init": p.init, "fan_in": p.fan_in, "fan_out": p.fan_out,
+    params = [{"name": p.name, "shape": list(p.shape), "init": _jsonable(p.init), "fan_in": p.fan_in, "fan_out": p.fan_out,
                "trainable": p.trainable, "dtype": p.dtype, "seed": p.seed,
                "quant": p.quant.to_json() if p.quant is not None else None} for p in graph.params.values()]
     scopes = {k: {"kind": s.kind, "name": s.name, "span": s.span.to_json() if s.span else None,
@@ -58,7 +75,7 @@ def from_dict(data: dict, arrays=None) -> Graph:
         raise ValueError(f"not an {FORMAT} file")
     g = Graph(data["name"])
     for p in data["params"]:
-        param = Param(p["name"], tuple(p["shape"]), p["init"], p["fan_in"], p["fan_out"], p["trainable"],
+        param = Param(p["name"], tuple(p["shape"]), _restore(p["init"]), p["fan_in"], p["fan_out"], p["trainable"],
                       p["dtype"], p["seed"], QuantParams.from_json(p.get("quant")))
         if arrays is not None and p["name"] in arrays:
             param._value = _from_npz(arrays[p["name"]], p["dtype"])

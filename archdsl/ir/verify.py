@@ -108,9 +108,12 @@ def _names(graph: Graph) -> None:
                           d["span"])
         scopes[scope] = nid
         for local, pname in d["params"].items():
-            if pname != f"{scope}.{local}":
+            want = ops.param_name(d["op"], scope, local)
+            if pname != want:
+                how = "the node's scope itself (its bare parameter)" if want == scope else \
+                    "the node's scope and the local name"
                 raise IRError(f"Node @{scope} ({d['op']}) names its parameter '{local}' {pname}; it must be "
-                              f"{scope}.{local}, the node's scope and the local name.", d["span"])
+                              f"{want}, {how}.", d["span"])
             if pname in owner:
                 raise IRError(f"Parameter {pname} is used by @{g.nodes[owner[pname]]['scope']} and by @{scope}; "
                               "every parameter belongs to one node.", d["span"])

@@ -3,12 +3,14 @@
 ``identity(x) = x`` always. PyTorch's dropout is *inverted* dropout: in training
 it zeroes elements (``dropout``) or whole channels (``dropout2d``) with
 probability ``p`` and scales the survivors by ``1 / (1 - p)``, so that in
-inference it is exactly ``x -> x`` with no rescaling. Each such node is removed
-and its users (and the model outputs) read its input instead; the outputs are
-bit-for-bit unchanged in inference (eval) mode.
+inference it is exactly ``x -> x`` with no rescaling; so is stochastic depth
+(``drop_path``: in training it zeroes whole samples, or the whole batch, with
+probability ``p`` and scales the rest by ``1 / (1 - p)``). Each such node is
+removed and its users (and the model outputs) read its input instead; the
+outputs are bit-for-bit unchanged in inference (eval) mode.
 
 With ``training=true`` the graph is meant for training, so only the ops that are
-the identity in both modes go: ``identity`` and dropout with ``p = 0``.
+the identity in both modes go: ``identity``, and dropout and ``drop_path`` with ``p = 0``.
 """
 from __future__ import annotations
 
@@ -18,13 +20,13 @@ from ..ir.graph import Graph
 from .base import Pass, PassReport, node_label, register
 from .context import PassContext
 
-DROPOUTS = ("dropout", "dropout2d")
+DROPOUTS = ("dropout", "dropout2d", "drop_path")
 
 
 @register
 @dataclass
 class DropInferenceNoops(Pass):
-    """Removes dropout and identity nodes, which pass their input through unchanged in inference."""
+    """Removes dropout, stochastic depth and identity nodes: each is the identity in inference."""
 
     name = "drop-inference-noops"
     training: bool = field(default=False, metadata={

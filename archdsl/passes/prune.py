@@ -34,7 +34,8 @@ the new shapes: a producer's width attribute (the registry's
 ``Channels.width``: ``out_channels``, ``out_features``) shrinks by the units
 removed from its output, a depthwise conv's ``groups`` by the conv groups
 removed, a ``slice`` keeps the same surviving positions, and a ``reshape``'s
-target shape becomes the new shape; then every type is re-inferred.
+target shape becomes the new shape, as does a ``scale``'s parameter shape; then every
+type is re-inferred.
 """
 from __future__ import annotations
 
@@ -125,6 +126,14 @@ class _Plan:
             if gone is not None:
                 a["start"] -= int(np.sum(gone < d["attrs"]["start"]))
                 a["end"] -= int(np.sum(gone < d["attrs"]["end"]))
+        elif ch.kind == "broadcast" and "shape" in a and nid in cut:
+            # scale's parameter (shape attribute) shrinks along the axis aligned with the removed positions
+            rank, shape = len(d["shape"]), list(a["shape"])
+            for dim, idx in cut[nid].items():
+                k = dim - (rank - len(shape))
+                if 0 <= k < len(shape) and shape[k] > 1:
+                    shape[k] -= len(idx)
+            a["shape"] = tuple(shape)
         elif ch.kind == "reshape" and "shape" in a and nid in cut:
             shape = list(d["shape"])
             for dim, idx in cut[nid].items():

@@ -87,7 +87,7 @@ PASS_OPS = {"maxpool", "adaptive_maxpool", "flatten", "reshape", "identity", "dr
             "transpose", "clamp"}
 # ops that run on integers with their own output quantisation (QLinearAdd, QLinearAveragePool, ...)
 CALIB_OPS = {"add", "avgpool", "adaptive_avgpool", "concat", "mul"}
-INFERENCE_NOOPS = ("identity", "dropout", "dropout2d")
+INFERENCE_NOOPS = ("identity", "dropout", "dropout2d", "drop_path")
 ABSORBED = {"relu"}               # a producer's result is quantised after these
 CONCAT_SPREAD = 4.0               # concat inputs share a quantisation when their ranges are this close
 VNNI = ("avx512_vnni", "avx_vnni", "amx_int8")

@@ -41,6 +41,7 @@ class ListExpr(Node):
 class Comp(Node):
     targets: "Target"
     iter: "Expr"
+    cond: "Expr | None" = None     # `for t in xs if cond`: items where cond is false are skipped
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +124,8 @@ class Chain(Node):
 
 @dataclass(frozen=True, slots=True)
 class Label(Node):
-    name: str
-    index: "Expr | None"  # `layer{i + 1}:` interpolates a value after the name
+    """``block{i}-{j}:``: text pieces (str) and interpolated expressions, in order; the first is a str."""
+    parts: tuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +138,7 @@ class LayerCall(Node):
 
 @dataclass(frozen=True, slots=True)
 class Seq(Node):
+    """``[a -> b for t in xs]`` after ``->``, or as a value (``b = [conv(8, 3) -> relu]``)."""
     label: Label | None
     body: tuple           # of layers
     comp: Comp | None
@@ -184,7 +186,7 @@ class Stn(Node):
 
 Layer = Union[LayerCall, Seq, Parallel, Dense, Residual, Stn]
 Expr = Union[Literal, Var, TupleExpr, ListExpr, ListComp, BinOp, Compare, BoolOp, Unary,
-             Ternary, CallExpr, Index, Attr, Chain]
+             Ternary, CallExpr, Index, Attr, Chain, Seq]
 
 
 # ---- assignment targets ------------------------------------------------------
@@ -240,6 +242,21 @@ class Assert(Node):
     message: "Expr | None"
 
 
+@dataclass(frozen=True, slots=True)
+class Return(Node):
+    """``return expr``: ends a function with a value (functions only)."""
+    value: "Expr"
+
+
+@dataclass(frozen=True, slots=True)
+class SetItem(Node):
+    """``xs[i] = v`` (``xs[i][j] = v``): rebinds ``xs`` to a copy with the item replaced."""
+    name: str
+    name_span: Span
+    indices: tuple        # of Expr, outermost first
+    value: "Expr"
+
+
 # ---- top level ------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +275,16 @@ class Definition(Node):
     name_span: Span
     params: tuple
     body: tuple
+
+
+@dataclass(frozen=True, slots=True)
+class Function(Node):
+    """``def name(params) { ... return expr }``: a pure function of compile-time values."""
+    name: str
+    name_span: Span
+    params: tuple
+    body: tuple
+    kind: str = "def"
 
 
 @dataclass(frozen=True, slots=True)

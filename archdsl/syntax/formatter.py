@@ -20,9 +20,12 @@ goes before the output line holding the next token; a comment after code goes
 at the end of the output line holding the previous token (a second one there
 moves to the next line). A comment between two layers of a chain forces a
 break there, so the formatter's own output is stable: format(format(x)) ==
-format(x). The one lexical rule outside the grammar (archdsl/syntax/postlex.py)
-is respected: lines only start with statements, layers, ``->``, parameters,
-closing brackets or comments, never with a conditional expression's ``if``.
+format(x). The lexical rules outside the grammar (archdsl/syntax/postlex.py)
+are respected: lines only start with statements, layers, ``->``, parameters,
+closing brackets or comments, never with a conditional expression's or a
+filter's ``if``; labels are written without spaces (``block{i}-{j}:``). A
+sequence value (``b = [conv(8, 3) -> relu]``) is laid out as a sequence layer at
+the top of a statement and on one line inside an expression.
 """
 from __future__ import annotations
 
@@ -252,6 +255,8 @@ class _Formatter:
             return "[" + ", ".join(self.expr(i) for i in e.items) + "]"
         if isinstance(e, ast.ListComp):
             return f"[{self.expr(e.elt)} {self.comp(e.comp)}]"
+        if isinstance(e, ast.Seq):
+            return self.inline(e)
         raise TypeError(f"cannot format {type(e).__name__}")   # pragma: no cover - parser never builds it
 
     def args(self, a: ast.Args) -> str:
@@ -259,7 +264,9 @@ class _Formatter:
                          + [f"{k.name}={self.expr(k.value)}" for k in a.keywords])
 
     def comp(self, c: ast.Comp) -> str:
-        return f"for {self.target(c.targets)} in {self.expr(c.iter)}"
+        if c.cond is None:
+            return f"for {self.target(c.targets)} in {self.expr(c.iter)}"
+        return f"for {self.target(c.targets)} in {self.expr(c.iter, 1)} if {self.expr(c.cond, 1)}"
 
     def target(self, t, nested: bool = False) -> str:
         if isinstance(t, ast.NameTarget):
@@ -271,8 +278,8 @@ class _Formatter:
     def module(self, m: ast.Module) -> None:
         prev = None
         for item in m.items:
-            multi = isinstance(item, ast.Definition)
-            force = prev is not None and (multi or isinstance(prev, ast.Definition))
+            multi = isinstance(item, (ast.Definition, ast.Function))
+            force = prev is not None and (multi or isinstance(prev, (ast.Definition, ast.Function)))
             self.newline(0, _start(item.span), "stmt", force)
             self.item(item)
             prev = item
@@ -343,6 +350,10 @@ class _Formatter:
             self.values("output ", s.values)
         elif isinstance(s, ast.Assign):
             self.values(f"{self.target(s.target)} = ", (s.value,))
+        elif isinstance(s, ast.SetItem):
+            self.values(s.name + "".join(f"[{self.expr(i)}]" for i in s.indices) + " = ", (s.value,))
+        elif isinstance(s, ast.Return):
+            self.values("return ", (s.value,))
         elif isinstance(s, ast.If):
             close = None
             for k, (cond, stmts) in enumerate(s.branches):
@@ -394,6 +405,9 @@ class _Formatter:
         breaks between two items and before an item that would pass column 100 (unless
         that item is a list or tuple too long for a fresh line: it is wrapped in place).
         """
+        if isinstance(e, ast.Seq) and top:            # a sequence value: laid out as a layer
+            self.place(e, self.lines[-1].indent + INDENT, False, "")
+            return
         text = self.expr(e)
         if not isinstance(e, (ast.ListExpr, ast.TupleExpr)) or not e.items:
             self.add(text)
@@ -504,7 +518,31 @@ class _Formatter:
         lab = layer.label
         if lab is None:
             return ""
-        return lab.name + (f"{{{self.expr(lab.index)}}}" if lab.index is not None else "") + ": "
+        return "".join(p if isinstance(p, str) else f"{{{self.expr(p)}}}" for p in lab.parts) + ": "
+
+    def inline(self, layer) -> str:
+        """A layer on one line (a sequence value inside an expression)."""
+        flat = self.flat(layer)
+        if flat is not None:
+            return flat
+        lab = self.label(layer)
+        if isinstance(layer, ast.Seq):
+            comp = f" {self.comp(layer.comp)}" if layer.comp else ""
+            return f"{lab}[{' -> '.join(self.inline(b) for b in layer.body)}{comp}]"
+        if isinstance(layer, (ast.Parallel, ast.Dense)):
+            word = "parallel" if isinstance(layer, ast.Parallel) else "dense"
+            branches = [" -> ".join(self.inline(b) for b in br.body) + (f" {self.comp(br.comp)}" if br.comp else "")
+                        for br in layer.branches]
+            return f"{lab}{word}{self.call_args(layer.args)} {{ {', '.join(branches)} }}"
+        body = " -> ".join(self.inline(b) for b in layer.body)
+        if isinstance(layer, ast.Stn):
+            return f"{lab}stn{self.call_args(layer.args)} {{ {body} }}"
+        text = f"{lab}residual {{ {body} }}"
+        sc = layer.shortcut
+        if sc is not None:
+            text += " shortcut" + (f" if {self.expr(sc.cond)}" if sc.cond is not None else "") + " { " + \
+                " -> ".join(self.inline(b) for b in sc.body) + " }"
+        return text
 
     def call_args(self, a: ast.Args) -> str:
         return f"({self.args(a)})" if a.positional or a.keywords else ""

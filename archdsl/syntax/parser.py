@@ -1,22 +1,27 @@
 """Text to AST: the Lark LALR parser for ``grammars/arch.lark``, its syntax-error diagnostics
-(what was found, what would have fitted, which bracket is still open) and the tree-to-AST transformer."""
+(what was found, what would have fitted, which bracket is still open) and the AST constructors
+that :mod:`archdsl.syntax.lalr` calls as the parser reduces each rule."""
 from __future__ import annotations
 
 import difflib
+import re
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, Tree, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark import Lark, Token, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from ..diagnostics import ArchError, Note, Span
-from . import ast
-from .postlex import StatementIf
+from . import ast, lalr, tables
+from .postlex import Postlex
 
 MAX_SOURCE_BYTES = 1_000_000
 MAX_INT_DIGITS = 40
 MAX_NESTING = 100          # levels of the parse tree; real specs use under 20
+RESERVED = "ops"           # `ops.NAME` always means the built-in op NAME
+_NAME = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
+_LABEL_TEXT = re.compile(r"[A-Za-z0-9_-]*")
 
 
 def grammar_text() -> str:
@@ -29,8 +34,8 @@ def grammar_text() -> str:
 
 @lru_cache(maxsize=1)
 def _lark() -> Lark:
-    return Lark(grammar_text(), parser="lalr", lexer="basic", postlex=StatementIf(),
-                propagate_positions=True, start=["start", "expression"], cache=True)
+    """The parser (no cache file: :mod:`archdsl.syntax.tables`)."""
+    return tables.load(grammar_text(), Postlex())
 
 
 # ---- syntax errors: what was found, what would have fitted, which bracket is open
@@ -41,8 +46,8 @@ _CLOSERS = {v: k for k, v in _OPENERS.items()}
 # further tokens the word covers).
 _GROUPS = [
     ("a layer", {"NAME", "LSQB", "PARALLEL", "DENSE", "RESIDUAL", "STN"}, set()),
-    ("a statement", {"INPUT", "OUTPUT", "FOR", "ASSERT"}, {"NAME", "STMT_IF"}),
-    ("a definition", {"IMPORT", "BLOCK", "MODEL"}, {"NAME"}),
+    ("a statement", {"INPUT", "OUTPUT", "FOR", "ASSERT"}, {"NAME", "STMT_IF", "RETURN"}),
+    ("a definition", {"IMPORT", "BLOCK", "MODEL"}, {"NAME", "DEF"}),
     ("an expression", {"NAME", "NUMBER", "STRING"},
      {"LPAR", "LSQB", "MINUS", "PLUS", "TRUE", "FALSE", "NONE", "NOT"}),
 ]
@@ -128,6 +133,8 @@ def _syntax_error(lark: Lark, err: UnexpectedInput, file: str, text: str, start:
     accepted = err.expected
     if isinstance(err, UnexpectedToken) and err.interactive_parser is not None:
         accepted = err.interactive_parser.accepts() or accepted     # exact, after the pending reductions
+    if set(accepted) == {"COMMA", "EQUAL", "LSQB"}:    # after a statement's first name: `xs[i] = v` is rarer
+        accepted = {"COMMA", "EQUAL"}
     at_end = isinstance(err, UnexpectedEOF) or err.token.type == "$END"
     tokens = _tokens_before(lark, text, None if at_end else err.token.start_pos)
     opener = _open_bracket(tokens)
@@ -207,23 +214,19 @@ def _parse(text: str, file: str, start: str):
 
 
 def _parse_tree(lark: Lark, text: str, file: str, start: str):
+    """Syntax errors first, then the nesting limit, then the first error an AST constructor raised."""
+    build = lalr.Build(file, _ToAst(file))
     try:
-        tree = lark.parse(text, start=start)
+        root = lalr.parse(lark, text, start, build)
     except UnexpectedInput as err:
         raise _syntax_error(lark, err, file, text, start) from None
-    too_deep = _depth_error(tree, file)
-    if too_deep is not None:
-        raise too_deep
-    try:
-        return _ToAst(file).transform(tree)
-    except VisitError as err:
-        if isinstance(err.orig_exc, ArchError):
-            raise err.orig_exc from None
-        if isinstance(err.orig_exc, RecursionError):
-            raise ArchError("The spec nests expressions too deeply to parse.", Span(file, 1, 1, 1, 2)) from None
-        raise
-    except RecursionError:
-        raise ArchError("The spec nests expressions too deeply to parse.", Span(file, 1, 1, 1, 2)) from None
+    if root.height > MAX_NESTING:          # rare: parse again into a tree to find where
+        too_deep = _depth_error(lark.parse(text, start=start), file)
+        if too_deep is not None:
+            raise too_deep
+    if build.error is not None:
+        raise build.error
+    return root.value
 
 
 def _unescape(body: str) -> str:
@@ -240,19 +243,33 @@ def _unescape(body: str) -> str:
     return "".join(out)
 
 
-@v_args(meta=True, inline=True)
-class _ToAst(Transformer):
+class _ToAst:
+    """The AST constructors, one per rule alias of the grammar. Each takes the span of the text its rule
+    covers (named ``meta``, as Lark's positions) and the rule's children."""
+
     def __init__(self, file: str):
-        super().__init__()
         self.file = file
 
-    def _span(self, meta) -> Span:
-        if getattr(meta, "empty", True):
-            return Span(self.file, 1, 1, 1, 1)
-        return Span(self.file, meta.line, meta.column, meta.end_line, meta.end_column)
+    @staticmethod
+    def _span(meta: Span) -> Span:
+        return meta
 
     def _tok(self, tok: Token) -> Span:
         return Span(self.file, tok.line, tok.column, tok.end_line, tok.end_column)
+
+    def _bound(self, tok: Token, what: str = "a name") -> str:
+        """The text of a name that is being bound (a variable, parameter, definition, namespace)."""
+        name = str(tok)
+        if name == RESERVED:
+            raise ArchError(f"The name '{RESERVED}' is reserved for the built-in ops (`ops.conv(...)`); "
+                            f"choose another name for {what}.", self._tok(tok))
+        if name in _literals().values():
+            raise ArchError(f"'{name}' is a keyword and cannot be {what}; keywords can only be labels.",
+                            self._tok(tok))
+        if not _NAME.fullmatch(name):
+            raise ArchError(f"'{name}' is not a valid name for {what}: a name is letters, digits and '_', "
+                            "starting with a letter or '_' ('-' is allowed in labels only).", self._tok(tok))
+        return name
 
     # ---- top level
     def start(self, meta, *items):
@@ -263,17 +280,23 @@ class _ToAst(Transformer):
 
     def import_(self, meta, target, alias):
         if isinstance(target, Token):
-            return ast.Import(self._span(meta), _unescape(target[1:-1]), False, alias and str(alias))
-        return ast.Import(self._span(meta), ".".join(target), True, alias and str(alias))
+            return ast.Import(self._span(meta), _unescape(target[1:-1]), False,
+                              alias and self._bound(alias, "a namespace"))
+        return ast.Import(self._span(meta), ".".join(target), True, alias and self._bound(alias, "a namespace"))
 
     def dotted(self, meta, *names):
         return tuple(str(n) for n in names)
 
     def const(self, meta, name, value):
-        return ast.Const(self._span(meta), str(name), value)
+        return ast.Const(self._span(meta), self._bound(name, "a constant"), value)
 
     def _definition(self, kind, meta, name, params, body):
-        return ast.Definition(self._span(meta), kind, str(name), self._tok(name), params or (), body)
+        return ast.Definition(self._span(meta), kind, self._bound(name, f"a {kind}"), self._tok(name),
+                              params or (), body)
+
+    def function(self, meta, name, params, body):
+        return ast.Function(self._span(meta), self._bound(name, "a function"), self._tok(name), params or (),
+                            body)
 
     def block(self, meta, name, params, body):
         return self._definition("block", meta, name, params, body)
@@ -283,14 +306,14 @@ class _ToAst(Transformer):
 
     def model_alias(self, meta, name, callee, args):
         names, span = callee
-        return ast.ModelAlias(self._span(meta), str(name), self._tok(name), names, span,
+        return ast.ModelAlias(self._span(meta), self._bound(name, "a model"), self._tok(name), names, span,
                               args or ast.Args(span, (), ()))
 
     def params(self, meta, *params):
         return tuple(p for p in params if p is not None)
 
     def param(self, meta, name, type_, default):
-        return ast.Param(self._tok(name), str(name), type_ and str(type_), default,
+        return ast.Param(self._tok(name), self._bound(name, "a parameter"), type_ and str(type_), default,
                          type_ and self._tok(type_))
 
     def body(self, meta, *stmts):
@@ -298,14 +321,14 @@ class _ToAst(Transformer):
 
     # ---- statements
     def input(self, meta, name, shape):
-        return ast.Input(self._span(meta), str(name), shape)
+        return ast.Input(self._span(meta), self._bound(name, "an input"), shape)
 
     def output(self, meta, *values):
         return ast.Output(self._span(meta), values)
 
     def assign(self, meta, first, *rest):
         *targets, value = rest
-        head = ast.NameTarget(self._tok(first), str(first))
+        head = ast.NameTarget(self._tok(first), self._bound(first, "a variable"))
         target = head if not targets else ast.TupleTarget(self._span(meta), (head, *targets))
         return ast.Assign(self._span(meta), target, value)
 
@@ -322,11 +345,19 @@ class _ToAst(Transformer):
     def assert_(self, meta, cond, message):
         return ast.Assert(self._span(meta), cond, message)
 
+    def return_(self, meta, value):
+        return ast.Return(self._span(meta), value)
+
+    def set_item(self, meta, name, *rest):
+        *indices, value = rest
+        return ast.SetItem(self._span(meta), self._bound(name, "a variable"), self._tok(name), tuple(indices),
+                           value)
+
     def targets(self, meta, *items):
         return items[0] if len(items) == 1 else ast.TupleTarget(self._span(meta), items)
 
     def name_target(self, meta, name):
-        return ast.NameTarget(self._tok(name), str(name))
+        return ast.NameTarget(self._tok(name), self._bound(name, "a variable"))
 
     # ---- layers
     def chain(self, meta, source, *layers):
@@ -337,8 +368,26 @@ class _ToAst(Transformer):
             return atom
         return _replace(atom, label=label, span=self._span(meta))
 
-    def label(self, meta, name, index):
-        return ast.Label(self._span(meta), str(name), index)
+    def label(self, meta, *pieces):
+        parts = []
+        for piece in pieces:
+            if piece is None:
+                continue
+            if isinstance(piece, Token):
+                text = str(piece)
+                if not _LABEL_TEXT.fullmatch(text):
+                    raise ArchError(f"The label text '{text}' may hold only letters, digits, '_' and '-'.",
+                                    self._tok(piece))
+                if parts and isinstance(parts[-1], str):
+                    parts[-1] += text
+                    continue
+                parts.append(text)
+            else:
+                parts.append(piece)
+        return ast.Label(self._span(meta), tuple(parts))
+
+    def label_value(self, meta, value):
+        return value
 
     def callee(self, meta, *names):
         return (tuple(str(n) for n in names), self._span(meta))
@@ -377,8 +426,18 @@ class _ToAst(Transformer):
     def branch(self, meta, body, comp):
         return ast.Branch(self._span(meta), body, comp)
 
-    def comp(self, meta, targets, iter_):
-        return ast.Comp(self._span(meta), targets, iter_)
+    def comp(self, meta, targets, iter_, _if=None, cond=None, orelse=None):
+        if orelse is not None:             # `for t in a if c else b`: a conditional expression, no filter
+            iter_, cond = ast.Ternary(_join(iter_.span, orelse.span), iter_, cond, orelse), None
+        return ast.Comp(self._span(meta), targets, iter_, cond)
+
+    def seq_value(self, meta, first, *rest):
+        *layers, comp = rest
+        if isinstance(first, ast.Label):
+            head, layers = _replace(layers[0], label=first, span=_join(first.span, layers[0].span)), layers[1:]
+        else:
+            head = _as_layer(first)
+        return ast.Seq(self._span(meta), None, (head, *layers), comp)
 
     # ---- expressions
     def ternary(self, meta, then, _if, cond, orelse):
@@ -472,6 +531,30 @@ class _ToAst(Transformer):
 
     def kwarg(self, meta, name, value):
         return ast.KwArg(self._span(meta), str(name), value)
+
+
+_LAYERS = (ast.LayerCall, ast.Seq, ast.Parallel, ast.Dense, ast.Residual, ast.Stn)
+
+
+def _dotted(e) -> tuple | None:
+    if isinstance(e, ast.Var):
+        return (e.name,)
+    if isinstance(e, ast.Attr):
+        head = _dotted(e.obj)
+        return head and head + (e.name,)
+    return None
+
+
+def _as_layer(e):
+    """The first item of a sequence value, parsed as an expression, as the layer it names."""
+    if isinstance(e, _LAYERS):
+        return e
+    func, args = (e.func, e.args) if isinstance(e, ast.CallExpr) else (e, None)
+    names = _dotted(func)
+    if names is None:
+        raise ArchError("A sequence `[a -> b]` must start with a layer (a block or op, possibly with arguments), "
+                        "not with this expression.", e.span)
+    return ast.LayerCall(e.span, None, names, args or ast.Args(func.span, (), ()), func.span)
 
 
 def _join(a: Span, b: Span) -> Span:

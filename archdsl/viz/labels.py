@@ -30,23 +30,61 @@ def esc(text: str) -> str:
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
 
-def value(v) -> str:
-    """A spec value as the spec would write it, shortened to stay readable in a label."""
+VALUE_WIDTH = 32        # characters of a value in a label, then "…"
+VALUE_DEPTH = 3         # list levels shown; deeper lists are "[...]"
+
+
+def _scalar(v, room: int) -> str:
     if isinstance(v, bool):
-        s = "true" if v else "false"
-    elif v is None:
-        s = "none"
-    elif isinstance(v, str):
-        s = f'"{v}"'
-    elif isinstance(v, (list, tuple)):
-        s = "[" + ", ".join(value(x) for x in v) + "]"
-    elif isinstance(v, float):
-        s = f"{v:g}"
-    elif isinstance(v, int):
-        s = str(v)
-    else:
-        s = getattr(v, "name", type(v).__name__)
-    return s if len(s) <= 32 else s[:31] + "…"
+        return "true" if v else "false"
+    if v is None:
+        return "none"
+    if isinstance(v, str):
+        return f'"{v}"' if len(v) <= room else f'"{v[:room]}…'
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, int):
+        s = str(v) if v.bit_length() <= 1024 else "…"          # str() of a huge int is slow
+        return s if len(s) <= room else s[:room] + "…"
+    s = str(getattr(v, "name", type(v).__name__))
+    return s if len(s) <= room else s[:room] + "…"
+
+
+def value(v, width: int = VALUE_WIDTH, depth: int = VALUE_DEPTH) -> str:
+    """A spec value as the spec would write it, shortened to stay readable in a label.
+
+    Lists (``[...]``) and tuples (``(...)``) nested more than ``depth`` deep show
+    as ``[...]``; once about ``width`` characters are written, the items left in
+    each open list show as one ``...``: ``[[[...], [...]], ...]``. Every item
+    visited costs at least one character of the budget, so at most about
+    ``width`` items are visited and the recursion is at most ``depth`` deep,
+    whatever the value's size, depth or sharing (``y = [y, y]`` forty times is
+    2^40 items as a tree).
+    """
+    room = width
+
+    def walk(x, level: int) -> str:
+        nonlocal room
+        if not isinstance(x, (list, tuple)):
+            s = _scalar(x, max(room, 1))
+            room -= len(s)
+            return s
+        o, c = ("[", "]") if isinstance(x, list) else ("(", ")")
+        if not x or level >= depth:
+            room -= 5
+            return o + ("..." if x else "") + c
+        room -= 2
+        parts = []
+        for item in x:
+            if room <= 0:
+                parts.append("...")
+                break
+            parts.append(walk(item, level + 1))
+            room -= 2
+        return o + ", ".join(parts) + c
+
+    s = walk(v, 0)
+    return s if len(s) <= width + 24 else s[:width + 23] + "…"     # closing what is open may overrun
 
 
 def shape_text(shape) -> str:

@@ -14,7 +14,8 @@ Flow and projection-shortcut edges carry the producer's shape as their label.
 
 Per scope the view holds its totals: ops, parameters (each trainable parameter
 counted once, even if shared) and MACs per sample, as :mod:`archdsl.ir.stats`
-counts them.
+counts them. ``index`` lists every scope and node by path for the HTML page's
+search box, with the scopes to expand to show it.
 """
 from __future__ import annotations
 
@@ -104,13 +105,42 @@ class _Builder:
         tip = (f"{p} ({info.kind} {info.name}): {self.count[p]} ops, {self.params[p]:,} params, "
                f"{self.macs[p]:,} MACs")
         color = L.SCOPE_COLOR.get(info.kind, "#737373")
-        entry["cluster"] = {"id": f"c:{p}", "class": f"scope {info.kind}", "label": label, "color": color,
-                            "fillcolor": L.DEPTH_FILL[self.depth[p] % len(L.DEPTH_FILL)], "tooltip": tip}
+        fill = L.DEPTH_FILL[self.depth[p] % len(L.DEPTH_FILL)]
+        entry["cluster"] = {"id": f"c:{p}", "class": f"scope {info.kind}", "label": "", "color": color,
+                            "fillcolor": fill, "tooltip": tip}
+        entry["title"] = {"id": f"t:{p}", "class": f"title {info.kind}", "label": label, "shape": "plaintext",
+                          "margin": "0.02,0.02", "style": "filled", "fillcolor": fill, "color": fill,
+                          "tooltip": tip}
         entry["box"] = {"id": f"b:{p}", "class": f"box {info.kind}", "label": label, "shape": "box3d",
                         "margin": "0.14,0.06",
                         "style": "filled", "fillcolor": L.BOX_FILL.get(info.kind, "#ececec"), "color": color,
                         "tooltip": tip}
         return entry
+
+    def chain(self, scope: str) -> list[str]:
+        """``scope`` and the live scopes around it, outermost first ([] for the model)."""
+        out = []
+        while scope:
+            out.append(scope)
+            scope = self.parent[scope]
+        return out[::-1]
+
+    def index(self) -> list[list]:
+        """The search index: [path, what, target, open] per live scope and per node, in graph order
+        (a scope just before its first node). ``target`` is ``s:PATH`` for a scope and the node's key
+        for a node; ``open`` lists the scopes to expand (outermost first) so that the target is drawn."""
+        out, seen = [], set()
+        for nid in self.order:
+            d = self.graph.data(nid)
+            chain = self.chain(self.owner[nid])
+            for i, p in enumerate(chain):
+                if p not in seen:
+                    seen.add(p)
+                    info = self.graph.scopes[p]
+                    out.append([p, info.name if info.kind == "block" else info.kind, f"s:{p}", chain[:i]])
+            path = d["attrs"].get("name", "input") if d["op"] == "input" else d["scope"]
+            out.append([path, L.op_summary(d["op"], d["attrs"]), f"n{nid}", chain])
+        return out
 
     def build(self) -> dict:
         g = self.graph
@@ -168,6 +198,8 @@ class _Builder:
                      "height": "0.3", "margin": "0.08,0.03", "penwidth": "0.8"},
             "edge": {"fontname": L.FONT, "fontsize": "8", "arrowsize": "0.6", "color": "#555555",
                      "fontcolor": "#333333"},
+            "entry": {"shape": "point", "width": "0.05", "height": "0.05", "style": "filled", "color": "#555555",
+                      "fillcolor": "#555555", "label": "", "tooltip": "where the tensor enters the block"},
             "edge_kinds": list(EDGE_KINDS),
             "edge_styles": {
                 "flow": {"weight": "4"},
@@ -179,6 +211,7 @@ class _Builder:
             "scopes": {p: self.scope_entry(p, items[p]) for p in [""] + self.live},
             "nodes": nodes,
             "edges": edges,
+            "index": self.index(),
         }
 
 

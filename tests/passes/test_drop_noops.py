@@ -22,7 +22,8 @@ NOOPS = """model m() {
     output a -> i2: identity
 }
 """
-NOOP_MODULES = (torch.nn.Dropout, torch.nn.Dropout2d, torch.nn.Identity)
+from archdsl.backends.torch_layers import StochasticDepth  # noqa: E402
+NOOP_MODULES = (torch.nn.Dropout, torch.nn.Dropout2d, torch.nn.Identity, StochasticDepth)
 
 
 
@@ -72,6 +73,34 @@ def test_training_mode_keeps_real_dropout():
         ("d", "dropout", "It drops with p = 0.5 in training, and the pass runs with training=true.")]
     ops = [n.op for n in result.graph.nodes()]
     assert ops.count("dropout") == ops.count("dropout2d") == 1 and "identity" not in ops
+
+
+DROP_PATH = """model m() {
+    input x: [4, 6, 6]
+    h = x -> c: conv(4, 3, padding=1)
+    d = h -> s: drop_path(0.3) -> b: drop_path(0.2, mode="batch") -> z: drop_path(0.0)
+    output (h, d) -> add -> relu
+}
+"""
+
+
+def test_drop_path_is_removed_in_inference_and_kept_for_training():
+    g = archdsl.load(DROP_PATH)
+    result = run(g)
+    assert result.report.removed == noop_modules(g) == ["s", "b", "z"]
+    assert result.report.actions == ["removed drop_path @s", "removed drop_path @b", "removed drop_path @z"]
+    assert [n.op for n in result.graph.nodes()] == ["input", "conv", "add", "relu"]
+    add = next(n for n in result.graph.nodes() if n.op == "add")
+    conv = next(n for n in result.graph.nodes() if n.op == "conv")
+    assert list(add.inputs) == [conv.id, conv.id]
+    xs = [torch.randn(3, 4, 6, 6)]
+    assert all(torch.equal(a, b) for a, b in zip(outputs(g, xs), outputs(result.graph, xs)))
+    kept = run(g, training=True)
+    assert kept.report.removed == ["z"]
+    assert [(r.node, r.op, r.reason) for r in kept.report.refused] == [
+        ("s", "drop_path", "It drops with p = 0.3 in training, and the pass runs with training=true."),
+        ("b", "drop_path", "It drops with p = 0.2 in training, and the pass runs with training=true.")]
+    assert [n.op for n in kept.graph.nodes()].count("drop_path") == 2
 
 
 def test_a_graph_without_noops_is_left_alone():

@@ -91,6 +91,7 @@ def torch_counts(g) -> dict:
 
         for m in module.modules():
             m.register_forward_hook(hook)
+        module.eval()       # batch norm in training refuses one value per channel (Inception-v3 ends at 1x1)
         module(*[torch.empty((1, *g.data(i)["shape"][1:])) for i in g.inputs])
     bns = [name for name, m in module.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     return {"bn": bns, "params": sum(p.numel() for p in module.parameters()), "macs": macs[0],

@@ -49,8 +49,7 @@ def emit_arch_spec(graph: Graph, check: bool = True) -> ArchSpec:
         out.append(f"# note: {_comment(note)}")
     out.append("")
     for gr in grouper.groups:
-        sig = ", ".join(f"{p.name}: {p.kind}" if not p.optional else
-                        f"{p.name}: bool = false" if p.flag else f"{p.name} = none" for p in gr.params)
+        sig = ", ".join(p.signature for p in gr.params)
         uses = len(gr.instances)
         out.append(f"# {uses} instance{'s' if uses != 1 else ''}")
         out.append(f"block {gr.name}({sig}) {{")

@@ -1,19 +1,22 @@
-"""Grouping block instances: one block definition per group of instances that share a body.
+"""Grouping block instances: one block definition per definition of the graph's blocks.
 
 The instances of one definition are grouped by their body with every number
 taken out (:func:`_key`); instances that differ only by the presence of a
-residual shortcut share a group with a flag. In each group the numbers that
-differ between instances become parameters, named after the definition's own
-arguments where they agree with them (or ``planes * 4``), and each call site
-passes its instance's values.
+residual shortcut share a body with a flag. Bodies that differ otherwise are the
+variants of one definition that chooses between them with ``if``
+(:mod:`.variants`). The numbers that differ between instances become parameters,
+named after the definition's own arguments where they agree with them (or
+``planes * 4``), and each call site passes its instance's values.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ...diagnostics import ArchError
-from .structure import MISSING, Hole, Lit
+from . import variants
+from .structure import MISSING, Hole, Lit, get as _get, graft as _graft, walk_holes as _walk_holes
 from .tokens import NAME, identifier, language_names, unique, value_text
+from .variants import pair_value
 from .writer import Writer
 
 # the factors tried for `a * k` and `a // k` (a block's widths and paddings are such multiples; wider
@@ -27,23 +30,27 @@ def _same(a, b) -> bool:
 
 
 def _kind(v) -> str:
-    return "bool" if isinstance(v, bool) else "int" if isinstance(v, int) else "float"
+    return "bool" if isinstance(v, bool) else "int" if isinstance(v, int) else "pair" if isinstance(v, tuple) \
+        else "float"
 
 
-def _walk_holes(t, path=()):
-    if isinstance(t, Hole):
-        yield path, t
-    elif isinstance(t, tuple):
-        for i, x in enumerate(t):
-            yield from _walk_holes(x, path + (i,))
+def _arg_kind(vec) -> str | None:
+    """The kind of parameter an argument with the values ``vec`` (pairs made :func:`pair_value`) can be."""
+    kinds = {_kind(v) for v in vec if isinstance(v, (int, float, tuple))}
+    if len(kinds) != 1 and kinds != {"int", "pair"} or len(vec) != sum(isinstance(v, (int, float, tuple))
+                                                                        for v in vec):
+        return None
+    return "pair" if "pair" in kinds else kinds.pop()
 
 
 def _key(t, abstract: bool = False):
     if isinstance(t, Hole):
-        return ("?", t.kind, t.pair)
+        return ("?pair",) if t.pair or t.kind == "pair" else ("?", t.kind)
     if isinstance(t, Lit):
         return ("=", t.key)
     if isinstance(t, tuple):
+        if t and isinstance(t[0], str) and t[0] == "@pair":       # (h, w): a pair as a square one is
+            return ("?pair",)
         if abstract and t and t[0] == "@res":
             return ("@res", t[1], _key(t[2], True), "?shortcut")
         return tuple(_key(x, abstract) for x in t)
@@ -59,34 +66,37 @@ def _res_paths(t, path=()):
             yield from _res_paths(x, path + (i,))
 
 
-def _get(t, path):
-    for i in path:
-        t = t[i]
-    return t
-
-
-def _graft(t, path, value):
-    if not path:
-        return value
-    i = path[0]
-    return t[:i] + (_graft(t[i], path[1:], value),) + t[i + 1:]
-
-
 @dataclass
 class Param:
     name: str
     kind: str
     vec: list
     flag: bool = False
+    role: tuple = ()             # the op (or block) and argument of the hole it was made for
+    roles: set = field(default_factory=set)     # an argument's: the roles of the numbers it gives
+    arg: bool = False            # named after an argument of the definition, with its values
+    default_text: str | None = None
 
     @property
     def optional(self) -> bool:
-        return self.flag or any(v is MISSING for v in self.vec)
+        return self.flag or self.default_text is not None or any(v is MISSING for v in self.vec)
 
     @property
     def default(self) -> str:
         """The text of the value an optional parameter has where a call leaves it out."""
-        return "false" if self.flag else "none"
+        return self.default_text if self.default_text is not None else "false" if self.flag else "none"
+
+    @property
+    def signature(self) -> str:
+        """The parameter as the block's signature declares it (a pair parameter takes k or [h, w]: no type)."""
+        annotation = {"pair": "", "variant": ": int"}.get(self.kind, f": {self.kind}")
+        if not self.optional:
+            return self.name + annotation
+        if self.flag:
+            return f"{self.name}: bool = false"
+        if self.default_text is not None:
+            return f"{self.name}{annotation} = {self.default_text}"
+        return f"{self.name} = none"
 
 
 class Group:
@@ -100,6 +110,7 @@ class Group:
         self.params: list[Param] = []
         self.resolved: dict = {}       # hole path -> text
         self.rep = trees[0]
+        self.selector: str | None = None   # the parameter that chooses the variant, if the body has several
 
     def value(self, region, p: Param):
         return p.vec[self.instances.index(region)]
@@ -170,6 +181,7 @@ class Grouper:
         buckets: dict = {}
         for r, t in zip(regions, trees):
             buckets.setdefault(_key(t, abstract=True), []).append((r, t))
+        parts = []          # (members, residual paths whose shortcut only some members have)
         for members in buckets.values():
             # a skeleton shared by instances that differ in residual shortcuts: merge them with flags
             shortcuts: dict = {}
@@ -178,94 +190,203 @@ class Grouper:
                     shortcuts.setdefault(path, []).append(None if short is None else _key(short))
             mergeable = all(len({k for k in keys if k is not None}) <= 1 for keys in shortcuts.values())
             if mergeable:
-                self._make_group(defname, members, [p for p, keys in shortcuts.items()
-                                                     if None in keys and any(k is not None for k in keys)])
+                parts.append((members, [p for p, keys in shortcuts.items()
+                                        if None in keys and any(k is not None for k in keys)]))
             else:
                 sub: dict = {}
                 for r, t in members:
                     sub.setdefault(_key(t), []).append((r, t))
-                for part in sub.values():
-                    self._make_group(defname, part, [])
+                parts.extend((part, []) for part in sub.values())
+        parts.sort(key=lambda part: part[0][0][0].first)
+        if len(parts) > 1 and self._make_variants(defname, parts):
+            return
+        for members, flag_paths in parts:
+            self._make_group(defname, members, flag_paths)
 
-    def _make_group(self, defname, members, flag_paths) -> None:
+    @staticmethod
+    def _part(members, flag_paths):
+        """The regions, trees and representative body of instances of one body (pairs unified, every
+        optional shortcut grafted on)."""
         regions = [r for r, _ in members]
-        trees = [t for _, t in members]
-        gr = Group(len(self.groups), defname, regions, trees)
+        trees = variants.unify_pairs([t for _, t in members])
         rep = trees[0]
         for path in sorted(flag_paths, key=len):
             if _get(rep, path)[3] is None:
                 donor = next(t for t in trees if _get(t, path)[3] is not None)
                 rep = _graft(rep, path, _get(rep, path)[:3] + (_get(donor, path)[3],))
+        return regions, trees, rep
+
+    def _make_group(self, defname, members, flag_paths) -> None:
+        regions, trees, rep = self._part(members, flag_paths)
+        gr = Group(len(self.groups), defname, regions, trees)
         gr.rep = rep
-        self._params(gr, flag_paths)
+        flags = [(path, [_get(t, path)[3] is not None for t in trees]) for path in flag_paths]
+        self._params(gr, [dict(_walk_holes(t)) for t in trees], flags)
+        self._register(gr)
+
+    def _make_variants(self, defname, parts) -> bool:
+        """One group for the variants ``parts`` (see :mod:`.variants`); False where they cannot share one."""
+        built = [self._part(members, flag_paths) for members, flag_paths in parts]
+        head = variants.shared_inputs([rep for _, _, rep in built])
+        if head is None:
+            return False
+        sel = variants.selector([regions for regions, _, _ in built])
+        order = list(range(len(built)))
+        if sel is not None:
+            order.remove(sel[2])
+            order.append(sel[2])         # the `else` variant last
+        else:                            # `variant` 0, which calls leave out, the most common body
+            order.sort(key=lambda k: -len(built[k][0]))
+        n_in = len(head)
+        regions, trees, holes, flags = [], [], [], []
+        for j, k in enumerate(order):
+            part_regions, part_trees, _ = built[k]
+            start = len(regions)
+            regions += part_regions
+            trees += part_trees
+            holes += [{variants.lift(p, n_in, j): h for p, h in _walk_holes(t)} for t in part_trees]
+            for path in parts[k][1]:
+                vec = [MISSING] * start + [_get(t, path)[3] is not None for t in part_trees]
+                flags.append((variants.lift(path, n_in, j), vec))
+        flags = [(path, vec + [MISSING] * (len(regions) - len(vec))) for path, vec in flags]
+        gr = Group(len(self.groups), defname, regions, trees)
+        gr.rep = variants.joined(head, [built[k][2] for k in order], ())
+        where = [j for j, k in enumerate(order) for _ in built[k][0]]
+        if sel is None:
+            choice = ("variant", "variant", where, "0")
+        else:
+            name, kind, _, _ = sel
+            choice = (name, kind, [r.info.args[name] for r in regions], None)
+        self._params(gr, holes, flags, choice)
+        if sel is None:
+            conds = tuple(f"{gr.selector} == {j}" for j in range(len(order) - 1))
+        else:
+            conds = tuple(variants.condition(gr.selector, sel[1], sel[3][k]) for k in order[:-1])
+        gr.rep = variants.joined(head, [built[k][2] for k in order], conds)
+        self._register(gr)
+        return True
+
+    def _register(self, gr: Group) -> None:
         self.groups.append(gr)
-        for r in regions:
+        for r in gr.instances:
             self.group_of[r] = gr
 
-    def _params(self, gr: Group, flag_paths) -> None:
-        holes = [dict(_walk_holes(t)) for t in gr.trees]
+    def _params(self, gr: Group, holes: list, flags: list, choice=None) -> None:
+        """The parameters of ``gr`` and the text of every hole of its body (``gr.resolved``). ``holes`` maps
+        hole paths to holes for every instance, ``flags`` lists (residual path, has a shortcut per instance),
+        ``choice`` is (name, kind, values, default) of the parameter that picks a variant."""
         order = [p for p, _ in _walk_holes(gr.rep)]
         hints = dict(_walk_holes(gr.rep))
         avoid = set(self.w.reserved) | set(body_vars(gr.rep))
         args = [r.info.args if r.info is not None else {} for r in gr.instances]
         arg_names = [a for a in args[0] if all(a in x for x in args)] if args else []
-        arg_vecs = {a: [x[a] for x in args] for a in arg_names
-                    if all(isinstance(x[a], (int, float)) for x in args)}
+        arg_vecs, arg_kinds = {}, {}
+        for a in arg_names:
+            vec = [pair_value(x[a]) for x in args]
+            kind = _arg_kind(vec)
+            if kind is not None:
+                arg_vecs[a], arg_kinds[a] = vec, kind
         taken: set = set()
         params: list[Param] = []
+        several = choice is not None     # a body of variants: most numbers are absent from most instances
 
         def fits(vec, pvec):
             return all(v is MISSING or q is MISSING or _same(v, q) for v, q in zip(vec, pvec))
 
+        def may_share(p, vec, role):
+            # in a body of variants, numbers of different variants share a parameter where it is an
+            # argument's, or where they have the same role (an argument of the same op or block)
+            return not several or p.arg or p.role == role or any(
+                v is not MISSING and q is not MISSING for v, q in zip(vec, p.vec))
+
         def merge(p, vec):
             p.vec = [q if q is not MISSING else v for v, q in zip(vec, p.vec)]
 
-        def new_param(name, kind, vec, flag=False):
+        def new_param(name, kind, vec, flag=False, role=(), arg=False):
             name = unique(identifier(name, "p"), taken, avoid)
             taken.add(name)
-            p = Param(name, kind, list(vec), flag)
+            p = Param(name, kind, list(vec), flag=flag, role=role, arg=arg,
+                      default_text="0" if kind == "variant" else None)     # an inner block's choice
             params.append(p)
             return p
 
-        for path in flag_paths:
-            vec = [_get(t, path)[3] is not None for t in gr.trees]
+        for path, vec in flags:
             short = _get(gr.rep, path)[3]
             first = short[0] if short else None
             want = first[1] if first and len(short) == 1 and len(first) > 1 and isinstance(first[1], str) \
                 and NAME.match(first[1]) else "shortcut"
-            hit = next((a for a, v in arg_vecs.items() if all(_same(x, y) for x, y in zip(vec, v))), None)
+            hit = next((a for a, v in arg_vecs.items() if arg_kinds[a] == "bool" and fits(vec, v)
+                        and any(x is not MISSING for x in vec)), None)
             p = new_param(hit or want, "bool", vec, flag=True)
             gr.flags[path] = p.name
+        def vector(path):
+            return [h[path].value if path in h else MISSING for h in holes]
+
+        roles = variants.roles(gr.rep)
+        by_arg: dict = {}            # argument name -> its parameter
+        # first the numbers that are arguments of the definition, so that the others can be written
+        # over them (`out // 2`); in a body of variants, a number together with those of the same role
+        # in the other variants (the width of the first conv with or without a residual)
         for path in order:
-            vec = [h[path].value if path in h else MISSING for h in holes]
+            vec = vector(path)
+            if several:
+                for other in order:
+                    if roles[other] == roles[path] and fits(vec, vector(other)):
+                        vec = [v if v is not MISSING else q for v, q in zip(vec, vector(other))]
             present = [v for v in vec if v is not MISSING]
             kind = hints[path].kind
+            if present and not all(_same(v, present[0]) for v in present):
+                hit = next((a for a in arg_vecs if arg_kinds[a] == kind and fits(vec, arg_vecs[a])
+                            and (a in by_arg or a not in taken)), None)
+                if hit is not None:
+                    if hit not in by_arg:
+                        by_arg[hit] = new_param(hit, kind, arg_vecs[hit], arg=True)
+                    by_arg[hit].roles.add(roles[path])
+        if choice is not None and choice[3] is None:     # the argument that picks the variant, if not yet
+            name, kind, vec, _ = choice
+            if name not in by_arg:
+                by_arg[name] = new_param(name, kind, vec, arg=True)
+            gr.selector = by_arg[name].name
+        for path in order:
+            vec = vector(path)
+            present = [v for v in vec if v is not MISSING]
+            if not present:
+                continue                 # only parameters left out where called: their defaults
+            kind = hints[path].kind
+            hint = hints[path].hint
             if all(_same(v, present[0]) for v in present):
                 # a number of an optional part reads better as the parameter it agrees with
+                # (in a body of variants: the argument that gives the number of this role in other variants)
                 hit = next((p for p in params if MISSING in vec and not p.flag and p.kind == kind
-                            and MISSING not in p.vec and fits(vec, p.vec)), None)
+                            and MISSING not in p.vec and fits(vec, p.vec)
+                            and (not several or p.arg and roles[path] in p.roles)), None)
                 gr.resolved[path] = hit.name if hit is not None else value_text(present[0])
                 continue
             text = None
             for p in params:
-                if not p.flag and p.kind == kind and fits(vec, p.vec):
+                if not p.flag and p.kind == kind and fits(vec, p.vec) and may_share(p, vec, roles[path]):
                     merge(p, vec)
                     text = p.name
                     break
             if text is None:
-                hit = next((a for a, v in arg_vecs.items() if _kind(v[0]) == kind and a not in taken
-                            and all(_kind(x) == kind for x in v) and fits(vec, v)), None)
+                hit = next((a for a in arg_vecs if arg_kinds[a] == kind and a not in taken
+                            and fits(vec, arg_vecs[a])), None)
                 if hit is not None:
-                    p = new_param(hit, kind, arg_vecs[hit])
+                    p = new_param(hit, kind, arg_vecs[hit], arg=True)
                     merge(p, vec)
                     text = p.name
             if text is None and kind == "int":
                 text = self._expression(vec, params)
             if text is None:
-                text = new_param(hints[path].hint, kind, vec).name
+                text = new_param(hint, kind, vec, role=roles[path]).name
             gr.resolved[path] = text
-        required = [p for p in params if not p.optional]
-        gr.params = required + [p for p in params if p.optional]
+        if choice is not None and choice[3] is not None:     # a new `variant: int = 0`
+            name, kind, vec, default = choice
+            gr.selector = new_param(name, kind, vec).name
+        # the definition's own arguments first, in its order, then the other numbers, then the optional ones
+        position = {a: k for k, a in enumerate(arg_names)}
+        params.sort(key=lambda p: (p.optional, not p.arg, position.get(p.name, 0) if p.arg else 0))
+        gr.params = params
 
     @staticmethod
     def _expression(vec, params):

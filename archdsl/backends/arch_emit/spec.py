@@ -28,5 +28,4 @@ class ArchSpec:
 
     def param_name(self, name: str) -> str:
         """The name parameter ``name`` of the original graph has in the written spec."""
-        scope, _, local = name.rpartition(".")
-        return f"{self.scope_name(scope)}.{local}" if scope else name
+        return self.scope_name(name)        # a renamed scope renames its parameters, a bare one (scale's) too

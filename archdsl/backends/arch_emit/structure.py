@@ -13,8 +13,10 @@ layers)`` and ``("@output", items)``, an item being ``("@var", name)`` or
 ``("@callg", label, group id, ((parameter, Hole), ...))``), ``("@seq", label,
 layers)``, ``("@res", label, main, shortcut or None)``, ``("@par", label, merge,
 branches)``, ``("@dense", label, items)`` or ``("@stn", label, layers, size or
-None, align_corners)``. A value is a :class:`Hole`, a :class:`Lit` or
-``("@list", value, ...)``.
+None, align_corners)``. A value is a :class:`Hole`, a :class:`Lit`,
+``("@list", value, ...)`` or ``("@pair", Hole, Hole)`` (a pair attribute (h, w) with h != w).
+A block definition whose instances differ in structure has the body ``(inputs...,
+("@if", conditions, bodies))``: one body per variant, the last one the ``else``.
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ MISSING = _Missing()
 class Hole:
     """A number in a block body that may differ between instances."""
     value: object
-    kind: str          # "int" | "float" | "bool"
+    kind: str          # "int" | "float" | "bool" | "pair" (k or (h, w)) | "variant" (an int choosing a body)
     hint: str          # how a parameter for it would be named
     pair: bool = False # a pair attribute (k, k), written as k
 
@@ -102,3 +104,24 @@ class Stmt:
         self.units = list(units)
         self.result = list(result)
         self.input = None     # an input statement: the tensor
+
+
+def walk_holes(t, path=()):
+    if isinstance(t, Hole):
+        yield path, t
+    elif isinstance(t, tuple):
+        for i, x in enumerate(t):
+            yield from walk_holes(x, path + (i,))
+
+
+def get(t, path):
+    for i in path:
+        t = t[i]
+    return t
+
+
+def graft(t, path, value):
+    if not path:
+        return value
+    i = path[0]
+    return t[:i] + (graft(t[i], path[1:], value),) + t[i + 1:]

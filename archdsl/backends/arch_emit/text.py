@@ -29,11 +29,21 @@ class Renderer:
     def body(self, tree, resolved: dict, flags: dict, params=()) -> list[str]:
         self.resolved, self.flags = resolved, flags
         self.names = set(params) | body_vars(tree)
+        return self.statements(tree, ())
+
+    def statements(self, tree, prefix: tuple) -> list[str]:
         lines = []
         for k, st in enumerate(tree):
-            path = (k,)
+            path = prefix + (k,)
             tag = st[0]
-            if tag == "@input":
+            if tag == "@if":             # the variants of a block: if c0 { ... } elif c1 { ... } else { ... }
+                conds, bodies = st[1], st[2]
+                for j, sub in enumerate(bodies):
+                    head = "if" if j == 0 else "} elif" if j < len(conds) else "} else"
+                    lines.append(f"{head} {conds[j]} {{" if j < len(conds) else f"{head} {{")
+                    lines.extend(self.statements(sub, path + (2, j)))
+                lines.append("}")
+            elif tag == "@input":
                 lines.append(f"input {st[1]}" + (f": {value_text(list(st[2]))}" if st[2] is not None else ""))
             elif tag == "@assign":
                 lines.append(f"{', '.join(st[1])} = {self.source(st[2])} -> "
@@ -65,7 +75,7 @@ class Renderer:
             return self.hole(v, path)
         if isinstance(v, Lit):
             return value_text(v.value)
-        if isinstance(v, tuple) and v and v[0] == "@list":
+        if isinstance(v, tuple) and v and v[0] in ("@list", "@pair"):
             return "[" + ", ".join(self.value(x, path + (i,)) for i, x in enumerate(v) if i) + "]"
         raise AssertionError(v)   # pragma: no cover
 

@@ -7,12 +7,13 @@ import re
 from ...diagnostics import ArchError
 from ...frontend.values import BUILTINS
 from ...ir import ops as registry
+from ...ir.inits import Initialiser
 from ...syntax.formatter import float_text, string_text
 
-KEYWORDS = frozenset("import as block model input output if elif else for in assert parallel dense residual "
-                     "shortcut stn true false none not and or".split())
+KEYWORDS = frozenset("import as block model def input output if elif else for in assert return parallel dense "
+                     "residual shortcut stn true false none not and or".split())
 NAME = re.compile(r"[A-Za-z_][A-Za-z_0-9]*\Z")
-_NAME_PREFIX = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
+LABEL = re.compile(r"[A-Za-z_][A-Za-z_0-9-]*\Z")
 
 
 def language_names() -> set:
@@ -40,6 +41,8 @@ def value_text(v) -> str:
         return string_text(v)
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(value_text(x) for x in v) + "]"
+    if isinstance(v, Initialiser):            # normal(0.01): a call of the built-in of that name
+        return v.spec_text
     raise ArchError(f"The value {v!r} cannot be written in a spec.")
 
 
@@ -47,31 +50,13 @@ def is_position(name: str) -> bool:
     return name.isdigit() and name.isascii() and str(int(name)) == name
 
 
-def _suffix_ok(s: str) -> bool:
-    return bool(s) and all(c.isalnum() or c == "_" for c in s)
-
-
 def label_text(name: str) -> str | None:
     """The label (without ``:``) that makes a layer named ``name``, or None where none can.
 
-    A plain name is written as it is; a keyword or a name with letters beyond ASCII
-    as a computed label ``prefix{"rest"}``, whose suffix may hold any letters, digits
-    and ``_`` (the elaborator's rule).
+    Any name of ASCII letters, digits, ``_`` and ``-`` that starts with a letter or ``_``
+    is a label as it is, keywords included (``for:``, ``block1-0:``); no other name is.
     """
-    if not name:
-        return None
-    if NAME.match(name) and name not in KEYWORDS:
-        return name
-    m = _NAME_PREFIX.match(name)
-    if m is None:
-        return None
-    prefix = m.group(0)
-    if prefix in KEYWORDS or len(prefix) == len(name):
-        prefix = prefix[:1] if len(prefix) > 1 or len(name) > 1 else prefix
-    rest = name[len(prefix):]
-    if not _suffix_ok(rest) or not NAME.match(prefix) or prefix in KEYWORDS:
-        return None
-    return f"{prefix}{{{string_text(rest)}}}"
+    return name if LABEL.match(name) else None
 
 
 def identifier(text: str, fallback: str = "v") -> str:

@@ -395,12 +395,12 @@ class Writer(Constructs):
                 if v[0] == v[1]:
                     val = Hole(v[0], "int", hint, pair=True)
                 else:
-                    val = ("@list", Hole(v[0], "int", hint + "_h"), Hole(v[1], "int", hint + "_w"))
+                    val = ("@pair", Hole(v[0], "int", hint + "_h"), Hole(v[1], "int", hint + "_w"))
             elif kind == "ints":
                 val = ("@list",) + tuple(Hole(x, "int", f"{hint}{k}") for k, x in enumerate(v))
             elif kind in ("int", "int?") and isinstance(v, int) and not isinstance(v, bool):
                 val = Hole(v, "int", hint)
-            elif kind == "float" and isinstance(v, float):
+            elif kind in ("float", "init") and type(v) is float:      # scale's init=1e-6 too
                 val = Hole(v, "float", hint)
             else:
                 val = Lit(tuple(v) if isinstance(v, list) else v)
