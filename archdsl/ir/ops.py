@@ -150,37 +150,48 @@ POSITIVE = {("bn", "eps")}       # added to a variance before its square root (l
 UNIT = {("bn", "momentum")}                                                         # fractions in [0, 1]
 
 
-def check_floats(name: str, attrs: dict) -> None:
-    """Every float an op is given becomes a float32 (a kernel argument or a tensor), so it must be finite
+def _check_float(name: str, key: str, v: float) -> None:
+    """A float an op is given becomes a float32 (a kernel argument or a tensor), so it must be finite
     there; epsilons are positive and momenta fractions (``bn(eps=-1)`` would take the square root of a
     negative variance, and fold-bn with it)."""
-    for arg in OPS[name].args:
-        v = attrs.get(arg.name)
-        if arg.kind != "float" or not isinstance(v, float):
-            continue
-        if not abs(v) <= FLOAT32_MAX:           # also NaN
-            raise ShapeError(f"'{name}' was given {arg.name}={v!r}, which float32 cannot hold; use a finite "
-                             f"number of magnitude below 3.4e38.")
-        if (name, arg.name) in POSITIVE and not v > 0:
-            raise ShapeError(f"'{name}' needs {arg.name} above 0, but it is {v!r}.")
-        if (name, arg.name) in UNIT and not 0 <= v <= 1:
-            raise ShapeError(f"'{name}' needs {arg.name} between 0 and 1, but it is {v!r}.")
+    if not abs(v) <= FLOAT32_MAX:           # also NaN
+        raise ShapeError(f"'{name}' was given {key}={v!r}, which float32 cannot hold; use a finite "
+                         f"number of magnitude below 3.4e38.")
+    if (name, key) in POSITIVE and not v > 0:
+        raise ShapeError(f"'{name}' needs {key} above 0, but it is {v!r}.")
+    if (name, key) in UNIT and not 0 <= v <= 1:
+        raise ShapeError(f"'{name}' needs {key} between 0 and 1, but it is {v!r}.")
+
+
+def _too_big(name: str, key: str, value, v: int):
+    given = f"{key}={number_text(v)}" if v is value else f"{key} holding {number_text(v)}"
+    return ShapeError(f"'{name}' was given {given}, more than {MAX_DIM} (2**31 - 1), the most a size, "
+                      "index or count can be; tensors that large cannot be allocated or exported.")
 
 
 def check_attrs(name: str, attrs: dict) -> None:
     """Every int an op is given (out_channels, kernel sizes, shapes, dims ...) is at most MAX_DIM in size;
-    every float is one float32 can hold (:func:`check_floats`)."""
-    check_floats(name, attrs)
+    every float is one float32 can hold (:func:`_check_float`). Runs for every node a spec makes, so the
+    common cases (an int, a float, a flat tuple) take the short paths."""
     for key, value in attrs.items():
-        pending = [value]
-        while pending:
-            v = pending.pop()
-            if isinstance(v, (list, tuple)):
-                pending.extend(v)
-            elif isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_DIM:
-                given = f"{key}={number_text(v)}" if v is value else f"{key} holding {number_text(v)}"
-                raise ShapeError(f"'{name}' was given {given}, more than {MAX_DIM} (2**31 - 1), the most a size, "
-                                 "index or count can be; tensors that large cannot be allocated or exported.")
+        t = type(value)
+        if t is int:
+            if -MAX_DIM <= value <= MAX_DIM:
+                continue
+            raise _too_big(name, key, value, value)
+        if t is float:
+            if -FLOAT32_MAX <= value <= FLOAT32_MAX and (name, key) not in POSITIVE and (name, key) not in UNIT:
+                continue
+            _check_float(name, key, value)
+        elif t is tuple or t is list:
+            pending = list(value)
+            while pending:
+                v = pending.pop()
+                tv = type(v)
+                if tv is tuple or tv is list:
+                    pending.extend(v)
+                elif tv is int and not -MAX_DIM <= v <= MAX_DIM:
+                    raise _too_big(name, key, value, v)
 
 
 def check_shape(name: str, shape: tuple) -> tuple:
