@@ -267,3 +267,17 @@ def test_run_every_zoo_model_on_both_backends(capsys, path, model, sized):
         outputs.append(tops(out))
     (i_t, v_t), (i_o, v_o) = outputs[0][0], outputs[1][0]
     assert i_t == i_o and abs(v_t - v_o) <= 1e-4 * max(1.0, abs(v_t))
+
+
+def test_bench_prune_reports_an_anchor_that_fails_instead_of_crashing():
+    from archdsl.bench.prune import format_markdown
+    machine = {"cpu": "cpu", "cores": 2, "isa": [], "threads": 2, "OMP_WAIT_POLICY": "PASSIVE", "torch": "t",
+               "torchvision": "v", "torch-pruning": "p", "onnxruntime": "o", "date": "d", "date_end": "e",
+               "loadavg_start": None, "loadavg_end": None}
+    row = {"model": "shufflenet_v2_x1_0", "archdsl": {"macs_ratio": 0.47, "params_ratio": 0.44},
+           "torch-pruning": {"failed": "ZeroDivisionError: integer division or modulo by zero"}, "latency": {}}
+    text = format_markdown({"machine": machine, "batches": [1], "runs": 1, "warmup": 0, "passes": "prune",
+                            "rows": [row]})
+    assert "| shufflenet_v2_x1_0 | torch-pruning | fails: ZeroDivisionError: integer division or modulo by zero |" \
+        in text
+    assert "| shufflenet_v2_x1_0 | archdsl | 0.47 | 0.44 |" in text

@@ -206,21 +206,28 @@ def prepare_model(zoo: Path, file: str, name: str, passes: str, threads: int, ta
     pruned, report = archdsl_pruned(graph, passes)
     t1 = totals(pruned)
     stage(f"{name}: torch-pruning")
-    tp_model, tp_ratio, tp_kept, tp_tries = torch_pruning_model(twin, x, target, round_to=tp_round_to)
     row = {"model": name,
            "base": {"macs": t0["macs"], "params": t0["params"]},
            "archdsl": {"passes": passes, "macs": t1["macs"], "params": t1["params"],
                        "macs_ratio": t1["macs"] / t0["macs"], "params_ratio": t1["params"] / t0["params"],
-                       "widths": _widths(report)},
-           "torch-pruning": {"pruning_ratio": tp_ratio, "round_to": tp_round_to, "tries": tp_tries,
-                             "macs": module_macs(tp_model, x), "params": param_count(tp_model),
-                             "macs_ratio": tp_kept, "params_ratio": param_count(tp_model) / param_count(twin),
-                             "widths": [m.out_channels for m in tp_model.modules()
-                                        if isinstance(m, torch.nn.Conv2d)]}}
+                       "widths": _widths(report)}}
+    try:
+        tp_model, tp_ratio, tp_kept, tp_tries = torch_pruning_model(twin, x, target, round_to=tp_round_to)
+    except Exception as err:  # noqa: BLE001 - the anchor failing is a result (ShuffleNetV2: ZeroDivisionError)
+        tp_model = None
+        row["torch-pruning"] = {"failed": f"{type(err).__name__}: {err}".strip()}
+    else:
+        row["torch-pruning"] = {"pruning_ratio": tp_ratio, "round_to": tp_round_to, "tries": tp_tries,
+                                "macs": module_macs(tp_model, x), "params": param_count(tp_model),
+                                "macs_ratio": tp_kept, "params_ratio": param_count(tp_model) / param_count(twin),
+                                "widths": [m.out_channels for m in tp_model.modules()
+                                           if isinstance(m, torch.nn.Conv2d)]}
 
     stage(f"{name}: ONNX")
     onnx = {"base": onnx_bytes(graph, opset), "archdsl": onnx_bytes(pruned, opset)}
     for key, model in (("torchvision", twin), ("torch-pruning", tp_model)):
+        if model is None:
+            continue
         onnx[key], err = torch_onnx(model, x, opset)
         if onnx[key] is None:
             row.setdefault("skipped", {})[f"{key} onnxruntime"] = f"torch.onnx.export failed: {err}"
@@ -228,7 +235,7 @@ def prepare_model(zoo: Path, file: str, name: str, passes: str, threads: int, ta
     eager = {"base": TorchRunner(to_torch(graph), "cpu", "archdsl", threads),
              "archdsl": TorchRunner(to_torch(pruned), "cpu", "archdsl", threads),
              "torchvision": TorchRunner(twin, "cpu", "torchvision", threads),
-             "torch-pruning": TorchRunner(tp_model, "cpu", "torch-pruning", threads)}
+             **({"torch-pruning": TorchRunner(tp_model, "cpu", "torch-pruning", threads)} if tp_model else {})}
     ort = {k: ort_runner(b, threads, k) for k, b in onnx.items() if b is not None}
     return row, {"eager": eager, "onnxruntime": ort}, graph
 
@@ -335,6 +342,9 @@ def format_markdown(res: dict) -> str:
     for row in res["rows"]:
         for tool in PAIRS:
             t = row[tool]
+            if "failed" in t:
+                lines.append(f"| {row['model']} | {tool} | fails: {t['failed'][:80]} |" + " |" * (len(head) - 3))
+                continue
             sp, mi = t.get("speedup", {}), t.get("measured_over_ideal", {})
             cells = [row["model"], tool, _f(t["macs_ratio"]), _f(t["params_ratio"])]
             cells += [_f(sp.get("eager", {}).get(x), "{:.2f}x") for x in b]
@@ -348,6 +358,8 @@ def format_markdown(res: dict) -> str:
     for row in res["rows"]:
         for tool in PAIRS:
             t = row[tool]
+            if "failed" in t:
+                continue
             sp = t.get("speedup_of_min", {})
             cells = [row["model"], tool] + [_f(sp[be][x] * t["macs_ratio"] if x in sp.get(be, {}) else None)
                                              for be in ("eager", "onnxruntime") for x in b]
