@@ -281,3 +281,16 @@ def test_bench_prune_reports_an_anchor_that_fails_instead_of_crashing():
     assert "| shufflenet_v2_x1_0 | torch-pruning | fails: ZeroDivisionError: integer division or modulo by zero |" \
         in text
     assert "| shufflenet_v2_x1_0 | archdsl | 0.47 | 0.44 |" in text
+
+
+def test_the_twin_of_a_model_whose_torchvision_module_checks_state_dict_versions():
+    """torchvision's MNASNet refuses a state dict without its version metadata: the twin gets the spec's
+    weights with torchvision's own metadata, and computes the spec's outputs."""
+    from archdsl.bench.twins import find_twin
+    from zoo import load_small
+    g = load_small("mnasnet.arch", "mnasnet0_5")
+    twin, note = find_twin(g)
+    assert twin is not None and note.startswith("same parameter names"), note
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (twin(x) - archdsl.to_torch(g).eval()(x)).abs().max().item() <= 1e-5

@@ -33,7 +33,9 @@ def find_twin(graph: Graph):
     ours = {k: tuple(p.shape) for k, p in graph.params.items()}
     theirs = {k: tuple(v.shape) for k, v in state.items()}
     if ours == theirs:
-        twin.load_state_dict({k: torch.from_numpy(np.array(p.value)) for k, p in graph.params.items()})
+        values = type(state)((k, torch.from_numpy(np.array(p.value))) for k, p in graph.params.items())
+        values._metadata = getattr(state, "_metadata", None)     # versions some modules check (MNASNet)
+        twin.load_state_dict(values)
         return twin, "same parameter names and shapes; the spec's weights are loaded into it"
     n_ours = graph.param_count()
     n_theirs = sum(p.numel() for p in twin.parameters())
