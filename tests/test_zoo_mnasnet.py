@@ -20,7 +20,7 @@ import pytest
 import archdsl
 from archdsl.ir.stats import totals
 
-from zoo import ZOO
+from zoo import ZOO, outputs_with_the_weights_of
 
 FILE = ZOO / "mnasnet.arch"
 ALPHAS = {"mnasnet0_5": 0.5, "mnasnet0_75": 0.75, "mnasnet1_0": 1.0, "mnasnet1_3": 1.3}
@@ -138,20 +138,7 @@ def test_mnasnet0_75_computes_torchvisions_outputs():
     assert g.node(g.by_scope("classifier.0")).attrs["p"] == 0.3
     torch.manual_seed(0)
     ref = torchvision.models.mnasnet0_75()
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in ref.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.2, generator=gen)
-                m.running_var.uniform_(0.5, 1.5, generator=gen)
-                m.weight.normal_(1, 0.2, generator=gen)
-                m.bias.normal_(0, 0.2, generator=gen)
-    ours = archdsl.to_torch(g, load_weights=False)
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    ours.eval()
-    ref.eval()
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
-    with torch.no_grad():
-        a, b = ours(x), ref(x)
+    a, b = outputs_with_the_weights_of(g, ref, x)
     assert b.std() > 1e-3
     assert (a - b).abs().max().item() <= 1e-5

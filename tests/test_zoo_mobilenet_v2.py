@@ -21,7 +21,7 @@ import pytest
 import archdsl
 from archdsl.ir.stats import totals
 
-from zoo import ZOO
+from zoo import ZOO, outputs_with_the_weights_of
 
 FILE = ZOO / "mobilenet_v2.arch"
 
@@ -147,20 +147,7 @@ def test_width_0_5_computes_torchvisions_outputs():
     g = archdsl.load(FILE, "mobilenet_v2", size=64, width_mult=0.5)
     torch.manual_seed(0)
     ref = torchvision.models.MobileNetV2(width_mult=0.5)
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in ref.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.2, generator=gen)
-                m.running_var.uniform_(0.5, 1.5, generator=gen)
-                m.weight.normal_(1, 0.2, generator=gen)
-                m.bias.normal_(0, 0.2, generator=gen)
-    ours = archdsl.to_torch(g, load_weights=False)
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    ours.eval()
-    ref.eval()
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
-    with torch.no_grad():
-        a, b = ours(x), ref(x)
+    a, b = outputs_with_the_weights_of(g, ref, x)
     assert b.std() > 1e-3
     assert (a - b).abs().max().item() <= 1e-5

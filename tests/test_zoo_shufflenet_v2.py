@@ -19,7 +19,7 @@ import pytest
 import archdsl
 from archdsl.ir.stats import totals
 
-from zoo import ZOO
+from zoo import ZOO, outputs_with_the_weights_of
 
 FILE = ZOO / "shufflenet_v2.arch"
 MODELS = ["shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0"]
@@ -109,21 +109,8 @@ def test_a_unit_is_torchvisions_inverted_residual(c, out, stride):
     g = archdsl.load(UNIT_SPEC.format(path=FILE.as_posix(), c=c, out=out, stride=stride))
     torch.manual_seed(0)
     ref = shufflenetv2.InvertedResidual(c, out, stride)
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in ref.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.2, generator=gen)
-                m.running_var.uniform_(0.5, 1.5, generator=gen)
-                m.weight.normal_(1, 0.2, generator=gen)
-                m.bias.normal_(0, 0.2, generator=gen)
-    ours = archdsl.to_torch(g, load_weights=False)
-    ours.load_state_dict({"unit." + k: v for k, v in ref.state_dict().items()}, strict=True)
-    ours.eval()
-    ref.eval()
     x = torch.randn(2, c, 8, 8, generator=torch.Generator().manual_seed(2))
-    with torch.no_grad():
-        a, b = ours(x), ref(x)
+    a, b = outputs_with_the_weights_of(g, ref, x, prefix="unit.")
     assert a.shape == b.shape == (2, out, 8 // stride, 8 // stride)
     assert (a - b).abs().max().item() <= 1e-6
     if stride == 1:

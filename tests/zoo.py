@@ -99,3 +99,24 @@ def randomise_bn(g, seed: int = 0, zero_shift: bool = False) -> None:
         for local, v in values.items():
             if local in n.params:
                 n.param(local).value = v.astype(np.float32)
+
+
+def outputs_with_the_weights_of(g, ref, x, prefix: str = "", seed: int = 1):
+    """``(ours, theirs)``: the outputs in inference mode of ``to_torch(g)`` holding the weights of the
+    PyTorch module ``ref`` (its state-dict keys under ``prefix``) and of ``ref`` itself, after moving
+    ``ref``'s batch-norm statistics and affine parameters far from their defaults."""
+    import torch
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in ref.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.2, generator=gen)
+                m.running_var.uniform_(0.5, 1.5, generator=gen)
+                m.weight.normal_(1, 0.2, generator=gen)
+                m.bias.normal_(0, 0.2, generator=gen)
+    ours = archdsl.to_torch(g, load_weights=False)
+    ours.load_state_dict({prefix + k: v for k, v in ref.state_dict().items()}, strict=True)
+    ours.eval()
+    ref.eval()
+    with torch.no_grad():
+        return ours(x), ref(x)
