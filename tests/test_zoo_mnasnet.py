@@ -20,7 +20,7 @@ import pytest
 import archdsl
 from archdsl.ir.stats import totals
 
-from zoo import ZOO, outputs_with_the_weights_of
+from zoo import ZOO, assert_convs_kaiming_fan_out, outputs_with_the_weights_of
 
 FILE = ZOO / "mnasnet.arch"
 ALPHAS = {"mnasnet0_5": 0.5, "mnasnet0_75": 0.75, "mnasnet1_0": 1.0, "mnasnet1_3": 1.3}
@@ -113,14 +113,7 @@ def test_parameters_and_macs_match_torchvision(model):
 
 def test_initialisation_is_torchvisions():
     g = archdsl.load(FILE, "mnasnet0_5", size=64, num_classes=500)
-    for n in g.nodes():
-        if n.op == "conv":
-            w = n.param("weight").value
-            assert "bias" not in n.params
-            fan_out = w.shape[0] * w.shape[2] * w.shape[3]
-            if w.size >= 2000:
-                assert w.std() == pytest.approx(math.sqrt(2 / fan_out), rel=0.1)
-                assert abs(w.mean()) < 0.1 * w.std()
+    assert_convs_kaiming_fan_out(g)
     fc = g.node(g.by_scope("classifier.1"))
     w, b = fc.param("weight").value, fc.param("bias").value
     bound = math.sqrt(3 / 500)                 # gain(sigmoid) = 1, fan_out = num_classes

@@ -13,7 +13,6 @@
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ import pytest
 import archdsl
 from archdsl.ir.stats import totals
 
-from zoo import ZOO, outputs_with_the_weights_of
+from zoo import ZOO, assert_convs_kaiming_fan_out, outputs_with_the_weights_of
 
 FILE = ZOO / "mobilenet_v2.arch"
 
@@ -124,14 +123,7 @@ def test_inverted_residual_setting_is_checked():
 
 def test_initialisation_is_torchvisions():
     g = archdsl.load(FILE, "mobilenet_v2", size=64)
-    for n in g.nodes():
-        if n.op == "conv":
-            w = n.param("weight").value
-            assert "bias" not in n.params
-            fan_out = w.shape[0] * w.shape[2] * w.shape[3]
-            if w.size >= 2000:
-                assert w.std() == pytest.approx(math.sqrt(2 / fan_out), rel=0.1)
-                assert abs(w.mean()) < 0.1 * w.std()
+    assert_convs_kaiming_fan_out(g)
     fc = g.node(g.by_scope("classifier.1"))
     w, b = fc.param("weight").value, fc.param("bias").value
     assert w.std() == pytest.approx(0.01, rel=0.02) and abs(w.mean()) < 1e-4

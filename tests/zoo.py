@@ -120,3 +120,17 @@ def outputs_with_the_weights_of(g, ref, x, prefix: str = "", seed: int = 1):
     ref.eval()
     with torch.no_grad():
         return ours(x), ref(x)
+
+
+def assert_convs_kaiming_fan_out(g, min_size: int = 2000) -> None:
+    """Every conv of ``g`` has no bias and, where it has at least ``min_size`` weights for the sample to
+    mean something, the weight statistics of kaiming_normal(mode="fan_out"): mean 0, std sqrt(2 / fan_out)."""
+    import math
+    for n in g.nodes():
+        if n.op == "conv":
+            w = n.param("weight").value
+            assert "bias" not in n.params
+            fan_out = w.shape[0] * w.shape[2] * w.shape[3]
+            if w.size >= min_size:
+                assert abs(w.std() / math.sqrt(2 / fan_out) - 1) <= 0.1, n.scope
+                assert abs(w.mean()) < 0.1 * w.std(), n.scope
