@@ -81,7 +81,7 @@ def _check_arguments(source, model, max_nodes, seed, defines) -> None:
 
 def _load(source, model, max_nodes, seed, defines, params) -> Graph:
     elab = Elaborator(max_nodes=max_nodes, seed=seed)
-    loader = Loader(lambda expr, ns: elab.eval(expr, Env(ns)))
+    loader = Loader(lambda expr, ns: elab.eval(expr, Env(ns)), elab)
     try:
         if _is_path(source):
             module = loader.load_path(Path(source))
@@ -144,7 +144,7 @@ def list_models(source) -> list[ModelInfo]:
         raise ArchError(f"list_models() takes a path (str or pathlib.Path) or spec text, not "
                         f"{type(source).__name__}.")
     elab = Elaborator()
-    loader = Loader(lambda expr, ns: elab.eval(expr, Env(ns)))
+    loader = Loader(lambda expr, ns: elab.eval(expr, Env(ns)), elab)
     try:
         module = loader.load_path(Path(source)) if _is_path(source) else loader.load_text(source)
         return [ModelInfo(d.name, *_signature(d, module, 0)) for d in module.defs.values() if d.kind == "model"]

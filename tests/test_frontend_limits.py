@@ -15,6 +15,8 @@ import pytest
 import archdsl
 from archdsl import ArchError
 from archdsl.frontend.bounds import MAX_ITEMS, ValueBounds, ValueTooLarge
+from archdsl.frontend.expressions import MAX_STEPS, STEPS_PER_TOKEN
+from archdsl.frontend.modules import MAX_TOKENS
 from archdsl.ir import serialize
 from archdsl.syntax import parser as parser_mod
 from archdsl.syntax import tables
@@ -248,7 +250,7 @@ def test_a_dense_block_with_too_many_concatenation_inputs_is_refused_before_it_i
     err = quick(model("output x -> dense { relu for i in range(3000) }"), seconds=5)
     assert err.message == (
         "This dense block has 3000 layers, so its concatenations would read 4504501 tensors (n(n + 1)/2 + n + 1), "
-        "more than 1000000 (10 times the node limit of 100000); split it into several dense blocks with "
+        "more than 100000 (10 times the node limit of 10000); split it into several dense blocks with "
         "transitions between them, as DenseNet does, or raise the node limit.")
     assert where(err) == ("<string>", 3, 17, 3, 52)
     err = quick(model("output x -> dense { relu for i in range(50) }"), max_nodes=100)
@@ -267,6 +269,66 @@ def test_a_long_sum_and_a_long_chain_parse_without_recursion():
     text = "c = 0" + " + 1" * 50_000 + "\n" + model("output x" + " -> relu" * 20_000)
     module = parse(text, "long.arch")
     assert len(module.items) == 2
+
+
+BUDGET = ("The spec is too large to compile: it and its imports hold more than 75000 tokens (names, numbers and "
+          "symbols), all that one compile may read; the largest network of the zoo needs under 5000.")
+
+
+def test_the_tokens_one_compile_reads_are_bounded_and_the_error_is_at_the_first_one_beyond():
+    assert MAX_TOKENS == MAX_STEPS // STEPS_PER_TOKEN == 75_000
+    fits = model("n = 1" + "+1" * 30_000, "output x")               # 60,000 tokens and the model's few
+    assert len(archdsl.load(fits)) == 1
+    src = model("n = 1" + "+1" * 40_000, "output x")
+    err = quick(src)
+    assert err.message == BUDGET
+    beyond = list(parser_mod.tokens(src))[75_000]                     # the 75,001st
+    assert where(err) == ("<string>", beyond.line, beyond.column, beyond.line, beyond.end_column)
+    assert beyond.line == 3 and str(beyond) in ("+", "1")
+
+
+def test_comments_and_blank_lines_cost_no_tokens():
+    text = model(*["# a comment line, long enough to be seen " * 4] * 5_000, "output x")
+    assert len(text) > 800_000 and len(archdsl.load(text)) == 1
+
+
+def test_imports_share_the_token_budget(tmp_path):
+    (tmp_path / "a.arch").write_text("A = 1" + "+1" * 30_000 + "\n")
+    (tmp_path / "b.arch").write_text("B = 1" + "+1" * 30_000 + "\n")
+    main = tmp_path / "main.arch"
+    main.write_text('import "a.arch"\nimport "b.arch"\n' + model("output x"))
+    err = quick(main)
+    assert err.message == BUDGET and err.span.file.endswith("b.arch")
+    main.write_text('import "a.arch"\n' + model("output x"))
+    assert len(archdsl.load(main)) == 1
+
+
+def test_layers_spend_the_step_budget_and_a_higher_node_limit_brings_their_cost():
+    src = model("h = x", "for i in range(12000) {", "    h = h -> relu", "}", "output h")
+    assert quick(src).message.startswith("The model has more than 10000 nodes")
+    assert len(archdsl.load(src, max_nodes=13_000)) == 12_001     # 1.2M steps of layers: within 1.5M + 300k
+    loop_and_layers = model("h = x", "for i in range(9000) {", "    h = h -> relu", "}",
+                            "n = 0", "for i in range(700000) {", "    n = n + 1", "}", "output h")
+    assert quick(loop_and_layers).message == "Elaboration took more than 1500000 steps; is a loop running away?"
+
+
+def test_the_fast_lexer_gives_larks_tokens():
+    """archdsl.syntax.lexer against Lark's own lexer (same tables), on every zoo file and on text with every
+    terminal, keyword-like names, strings with escapes, comments and numbers of every form."""
+    lark = parser_mod._lark()
+    texts = [p.read_text(encoding="utf-8") for p in sorted((ROOT / "zoo_specs").glob("*.arch"))]
+    texts.append('ifx if1 for_ in-out a-1 1.5e3 .5 3. 2e-2 "a\\"b" # c\n ** // == != <= >= -> : , . = { } < ( [ '
+                 '- > % + } ) ] / * parallel residual shortcut assert import output return block dense false input '
+                 'model elif else none true and def for not stn as if in or\n\n  x')
+    fields = ("type", "value", "start_pos", "line", "column", "end_line", "end_column", "end_pos")
+    for text in texts:
+        ours = [tuple(getattr(t, f) for f in fields) for t in parser_mod.tokens(text)]
+        theirs = [tuple(getattr(t, f) for f in fields) for t in lark.lex(text)]
+        assert ours == theirs
+    with pytest.raises(ArchError) as info:
+        parse("model m() { input x: [3] output x -> $ }", "bad.arch")
+    assert info.value.message == "The character '$' is not part of the .arch language."
+    assert where(info.value) == ("bad.arch", 1, 38, 1, 39)
 
 
 # ---- the parser: reductions build the AST, errors keep their order -------------------------------

@@ -210,7 +210,7 @@ def test_function_misuse_is_a_located_error(source, message, at):
 
 def test_runaway_recursion_is_bounded_by_the_step_budget():
     src = "def fib(n: int) {\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n}\n" + M("n = fib(40)", "output x")
-    assert error(src).message.startswith("Elaboration took more than 2000000 steps")
+    assert error(src).message.startswith("Elaboration took more than 1500000 steps")
 
 
 # ---- math built-ins ----------------------------------------------------------------------------------

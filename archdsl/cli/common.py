@@ -6,6 +6,7 @@ import contextlib
 from pathlib import Path
 
 from ..diagnostics import ArchError, Span
+from ..frontend.layers import DEFAULT_MAX_NODES
 
 SAVED_IR = ".json"       # `archc ir -o FILE.json` (+ FILE.npz): accepted wherever a spec is
 
@@ -23,7 +24,8 @@ def add_spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="the model to compile, where the file defines several")
     p.add_argument("-D", dest="define", action="append", metavar="NAME=VALUE",
                    help="override a model parameter, e.g. -D num_classes=10 (repeatable)")
-    p.add_argument("--max-nodes", type=int, default=100_000, help="refuse graphs with more nodes (default 100000)")
+    p.add_argument("--max-nodes", type=int, default=DEFAULT_MAX_NODES,
+                   help=f"refuse graphs with more nodes (default {DEFAULT_MAX_NODES})")
 
 
 def defines(items) -> dict:

@@ -12,7 +12,7 @@ from ..ir import ops as op_registry
 from ..ir.graph import Graph, ScopeInfo
 from ..syntax import ast
 from .binding import SPEC_TYPES, Slot, Value, bind
-from .expressions import Env, ExpressionMixin
+from .expressions import MAX_STEPS, STEPS_PER_NODE, Env, ExpressionMixin
 from .functions import FunctionMixin
 from .layers import DEFAULT_MAX_NODES, LayerMixin, Scope
 from .values import MAX_INT_BITS, FunctionRef, LayerRef, SeqValue, TensorRef, show, type_name
@@ -37,6 +37,8 @@ class Elaborator(ExpressionMixin, LayerMixin, FunctionMixin):
         self.max_nodes = max_nodes
         self.seed = seed
         self.steps = 0
+        # the budget pays for the default node limit's layers; a higher limit brings their cost with it
+        self.max_steps = MAX_STEPS + STEPS_PER_NODE * max(0, max_nodes - DEFAULT_MAX_NODES)
         self.edges = 0             # tensors read by all layers so far (see layers.EDGES_PER_NODE)
         self.graph = Graph()
         self.scope = Scope("")

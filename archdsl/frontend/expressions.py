@@ -18,8 +18,12 @@ from .bounds import ValueBounds, ValueTooLarge
 from .values import (BUILTINS, MAX_INT_BITS, MAX_SEQUENCE, OPS, BuiltinError, FunctionRef, LayerRef, SeqValue,
                      TensorRef, show, type_name)
 
-MAX_STEPS = 2_000_000
+# The work one load may do, in steps of about 0.5 us here: any input ends in under 1 s
+# (docs/benchmarks.md). The largest zoo model, EfficientNet-V2-L, takes 160,000.
+MAX_STEPS = 1_500_000
 ITEMS_PER_STEP = 2         # building a list, tuple or string costs a step per this many items
+STEPS_PER_TOKEN = 20       # reading a token of a spec file (lexing, parsing, building its syntax tree)
+STEPS_PER_NODE = 100       # building a layer of the graph (a conv: shapes, parameters, scope)
 
 
 _MISSING = object()
@@ -92,12 +96,22 @@ class ExpressionMixin:
     """Expression evaluation; mixed into :class:`archdsl.frontend.elaborate.Elaborator`."""
 
     steps = 0
+    max_steps = MAX_STEPS
 
     def tick(self, span: Span) -> None:
         self.steps += 1
         self.last_span = span          # where elaboration was, should Python's stack run out
-        if self.steps > MAX_STEPS:
-            raise ArchError(f"Elaboration took more than {MAX_STEPS} steps; is a loop running away?", span)
+        if self.steps > self.max_steps:
+            raise ArchError(f"Elaboration took more than {self.max_steps} steps; is a loop running away?", span)
+
+    def charge(self, steps: int, span: Span) -> None:
+        """Spend ``steps`` of the budget at once (a layer built, the tokens of a file read)."""
+        self.steps += steps - 1
+        self.tick(span)
+
+    def tokens_left(self) -> int:
+        """How many more tokens of spec text the step budget can pay for."""
+        return max(0, self.max_steps - self.steps) // STEPS_PER_TOKEN
 
     bounds = None
 

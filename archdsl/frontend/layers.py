@@ -23,10 +23,10 @@ from ..ir.shape_rules import ShapeError, fmt
 from ..syntax import ast
 from .aliases import suggest
 from .binding import Slot, Value, bind
-from .expressions import Env
+from .expressions import STEPS_PER_NODE, Env
 from .values import BUILTINS, OPS, FunctionRef, LayerRef, SeqValue, TensorRef, is_layer, show, type_name
 
-DEFAULT_MAX_NODES = 100_000
+DEFAULT_MAX_NODES = 10_000  # 9 times the largest zoo model; the step budget pays for building them
 EDGES_PER_NODE = 10        # the tensors all layers read, at most this many times the node limit
 IDENTITY_AFFINE = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
 _LABEL_PART = re.compile(r"[A-Za-z0-9_-]*")
@@ -198,6 +198,7 @@ class LayerMixin:
         if len(self.graph) >= self.max_nodes:
             raise ArchError(f"The model has more than {self.max_nodes} nodes; raise the limit (max_nodes= in "
                             "the API, --max-nodes on the command line) if this size is intended.", span)
+        self.charge(STEPS_PER_NODE, span)
         self.edges += len(tensors)
         if self.edges > EDGES_PER_NODE * self.max_nodes:
             raise ArchError(f"The model's layers read more than {EDGES_PER_NODE * self.max_nodes} tensors in all "

@@ -14,8 +14,11 @@ from pathlib import Path
 from .. import files
 from ..diagnostics import ArchError, Note, Span, did_you_mean
 from ..syntax import ast
-from ..syntax.parser import MAX_SOURCE_BYTES, parse
+from ..syntax.parser import MAX_SOURCE_BYTES, parse_counted
+from .expressions import MAX_STEPS, STEPS_PER_TOKEN
 from .functions import check_definition, check_function
+
+MAX_TOKENS = MAX_STEPS // STEPS_PER_TOKEN   # the tokens one compile may read, when it does nothing else
 
 MAX_IMPORTED_FILES = 256
 
@@ -96,7 +99,9 @@ def _absolute(path: Path, span: Span | None) -> Path:
 class Loader:
     """Reads spec files once each and resolves their imports; owns the source texts for diagnostics."""
 
-    def __init__(self, evaluate_const):
+    def __init__(self, evaluate_const, budget=None):
+        """``budget`` pays for the tokens read (:meth:`~archdsl.frontend.expressions.ExpressionMixin.charge`)."""
+        self.budget = budget
         self.sources: dict[str, str] = {}
         self.modules: dict[str, ModuleNS] = {}
         self._stack: list[tuple[str, Span | None]] = []
@@ -105,7 +110,7 @@ class Loader:
     # ---- entry points
     def load_text(self, text: str, name: str = "<string>", base: Path | None = None) -> ModuleNS:
         self.sources[name] = text
-        return self._build(parse(text, name), name, base or Path.cwd())
+        return self._build(self._parse(text, name), name, base or Path.cwd())
 
     def load_path(self, path: Path, span: Span | None = None) -> ModuleNS:
         path = _absolute(path, span)
@@ -125,13 +130,20 @@ class Loader:
         self.sources[name] = text
         self._stack.append((key, span))
         try:
-            mod = self._build(parse(text, name), name, path.parent)
+            mod = self._build(self._parse(text, name), name, path.parent)
         finally:
             self._stack.pop()
         self.modules[key] = mod
         return mod
 
     # ---- internals
+    def _parse(self, text: str, name: str) -> ast.Module:
+        if self.budget is None:
+            return parse_counted(text, name, None, None)[0]
+        module, n = parse_counted(text, name, self.budget.tokens_left(), MAX_TOKENS)
+        self.budget.charge(n * STEPS_PER_TOKEN, module.span)
+        return module
+
     def _read(self, path: Path, span: Span | None) -> str:
         """The file's text by the one rule every command reads specs by (:func:`archdsl.files.read_spec`)."""
         return files.read_spec(path, span, "compiled" if span is None else "imported", _shown(display_name(path)),

@@ -19,8 +19,11 @@ error anywhere in the file is reported first, as when the tree was transformed a
 from __future__ import annotations
 
 from lark import Token
+from lark.exceptions import UnexpectedToken
+from lark.lexer import LexerThread
 from lark.parsers.lalr_analysis import Reduce
-from lark.parsers.lalr_parser import _Parser
+from lark.parsers.lalr_interactive_parser import InteractiveParser
+from lark.parsers.lalr_parser_state import ParseConf, ParserState
 
 from ..diagnostics import ArchError, Span
 
@@ -73,6 +76,10 @@ class Build:
         self.error: ArchError | None = None
 
 
+def _PASS(children):
+    return children[0]
+
+
 def _reducer(rule, build: Build):
     plan, tail = _plan(rule)
     name = rule.alias or rule.options.template_source or rule.origin.name
@@ -81,7 +88,7 @@ def _reducer(rule, build: Build):
     construct = None if splice else getattr(build.constructors, name, None)
     if expand1 and len(rule.expansion) == 1 and len(plan) == 1 and not plan[0][1] and not tail \
             and not plan[0][2]:
-        return lambda children: children[0]        # `?a: b`: the child itself, span and height unchanged
+        return _PASS                               # `?a: b`: the child itself, span and height unchanged
     if construct is None and not splice and not expand1:
         raise AssertionError(f"grammar rule {name!r} has no AST constructor")
     file = build.file
@@ -135,24 +142,90 @@ def _reducer(rule, build: Build):
     return reduce
 
 
-_RULES: dict = {}
+_TABLES: dict = {}
 
 
-def _rules(table) -> list:
-    """The rules the table reduces by, as the very objects it holds, so that looking up a callback
-    never compares rules."""
-    rules = _RULES.get(id(table))
-    if rules is None or rules[0] is not table:
-        found = {arg for actions in table.states.values() for action, arg in actions.values() if action is Reduce}
-        rules = _RULES[id(table)] = (table, sorted(found, key=str))
-    return rules[1]
+def _compiled(table) -> tuple:
+    """``(actions, rules)`` of a Lark parse table, for :func:`parse`'s loop: ``actions[state][symbol]`` is
+    the state to shift to (``>= 0``) or ``~i`` to reduce by ``rules[i]``, the very rule objects the table
+    holds, so that looking up a callback never compares rules."""
+    got = _TABLES.get(id(table))
+    if got is None or got[0] is not table:
+        rules = sorted({arg for acts in table.states.values() for action, arg in acts.values() if action is Reduce},
+                       key=str)
+        index = {id(r): i for i, r in enumerate(rules)}
+        actions = {state: {sym: (~index[id(arg)] if action is Reduce else arg) for sym, (action, arg) in acts.items()}
+                   for state, acts in table.states.items()}
+        got = _TABLES[id(table)] = (table, actions, rules)
+    return got[1], got[2]
 
 
-def parse(lark, text: str, start: str, build: Build):
-    """Parse ``text`` with ``lark``'s tables, building the AST with ``build``'s constructors. Returns the
-    root :class:`Reduced` (or a Token); raises Lark's ``UnexpectedInput`` for a syntax error."""
-    frontend = lark.parser
-    table = frontend.parser._parse_table
-    callbacks = {rule: _reducer(rule, build) for rule in _rules(table)}
-    parser = _Parser(table, callbacks)
-    return parser.parse(frontend._make_lexer_thread(text), start)
+def parse(lark, tokens, start: str, build: Build):
+    """Parse the stream ``tokens`` (:class:`lark.Token`, whitespace dropped) with ``lark``'s LALR tables,
+    building the AST with ``build``'s constructors. Returns the root :class:`Reduced` (or a Token); raises
+    Lark's ``UnexpectedToken`` for a syntax error, with an interactive parser at the failing state (what
+    would have been accepted).
+
+    The loop is Lark's ``ParserState.feed_token``, with two shortcuts: actions are plain ints, and a
+    rule that passes its only child through (``?a: b``) changes the state on top of the stack and
+    nothing else."""
+    table = lark.parser.parser._parse_table
+    actions, rules = _compiled(table)
+    reducers = []
+    for rule in rules:
+        fn = _reducer(rule, build)
+        size, origin = len(rule.expansion), rule.origin.name
+        reducers.append((size, origin, None if fn is _PASS else fn))
+    states, values = [table.start_states[start]], []
+    end_state = table.end_states[start]
+    token = None
+    for token in tokens:
+        typ = token.type
+        while True:
+            act = actions[states[-1]].get(typ)
+            if act is None:
+                raise _unexpected(lark, table, start, states, values, token)
+            if act >= 0:
+                states.append(act)
+                values.append(token)
+                break
+            size, origin, fn = reducers[~act]
+            if fn is None:
+                states[-1] = actions[states[-2]][origin]
+                continue
+            if size:
+                children = values[-size:]
+                del states[-size:]
+                del values[-size:]
+            else:
+                children = []
+            values.append(fn(children))
+            states.append(actions[states[-1]][origin])
+    end = Token.new_borrow_pos("$END", "", token) if token is not None else Token("$END", "", 0, 1, 1)
+    while True:
+        act = actions[states[-1]].get("$END")
+        if act is None or act >= 0:
+            raise _unexpected(lark, table, start, states, values, end)
+        size, origin, fn = reducers[~act]
+        if fn is None:
+            states[-1] = actions[states[-2]][origin]
+        else:
+            if size:
+                children = values[-size:]
+                del states[-size:]
+                del values[-size:]
+            else:
+                children = []
+            values.append(fn(children))
+            states.append(actions[states[-1]][origin])
+        if states[-1] == end_state:
+            return values[-1]
+
+
+def _unexpected(lark, table, start, states, values, token) -> UnexpectedToken:
+    """Lark's error for ``token`` in the parser state ``states``, with an interactive parser to ask."""
+    conf = ParseConf(table, {}, start)
+    state = ParserState(conf, LexerThread(None, None), list(states), list(values))
+    expected = {s for s in table.states[states[-1]] if s.isupper()}
+    return UnexpectedToken(token, expected, state=state,
+                           interactive_parser=InteractiveParser(lark.parser.parser.parser, state, state.lexer))

@@ -14,6 +14,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from ..diagnostics import ArchError, Note, Span
 from . import ast, lalr, tables
+from .lexer import Count, Lexer, TooManyTokens
 from .postlex import Postlex
 
 MAX_SOURCE_BYTES = 1_000_000
@@ -36,6 +37,16 @@ def grammar_text() -> str:
 def _lark() -> Lark:
     """The parser (no cache file: :mod:`archdsl.syntax.tables`)."""
     return tables.load(grammar_text(), Postlex())
+
+
+@lru_cache(maxsize=1)
+def _lexer() -> Lexer:
+    return Lexer(_lark().parser.lexer.lexer)
+
+
+def tokens(text: str, count: Count | None = None):
+    """The tokens the parser reads: whitespace and comments dropped, labels joined, statement ``if``."""
+    return Postlex().process(_lexer().tokens(text, count=count))
 
 
 # ---- syntax errors: what was found, what would have fitted, which bracket is open
@@ -95,7 +106,7 @@ def _tokens_before(lark: Lark, text: str, pos: int | None) -> list:
     """The tokens that start before ``pos`` (all of them when ``pos`` is None)."""
     out = []
     try:
-        for tok in lark.lex(text):
+        for tok in tokens(text):
             if pos is not None and tok.start_pos >= pos:
                 break
             out.append(tok)
@@ -193,33 +204,45 @@ def _depth_error(tree, file: str) -> ArchError | None:
 
 def parse(text: str, file: str = "<string>") -> ast.Module:
     """Parse a whole spec file. Raises :class:`ArchError` for any bad input."""
-    return _parse(text, file, "start")
+    return _parse(text, file, "start", Count())
+
+
+def parse_counted(text: str, file: str, max_tokens: int, total: int) -> tuple[ast.Module, int]:
+    """``(module, tokens read)``; a located error at the first token beyond ``max_tokens``, what is left of
+    the ``total`` tokens a compile may read."""
+    count = Count(max_tokens)
+    count.total = total
+    return _parse(text, file, "start", count), count.n
 
 
 def parse_expression(text: str, file: str = "<command line>") -> ast.Node:
     """Parse a single expression (the value of ``-D name=value``)."""
-    return _parse(text, file, "expression")
+    return _parse(text, file, "expression", Count())
 
 
-def _parse(text: str, file: str, start: str):
+def _parse(text: str, file: str, start: str, count: Count):
     if len(text.encode("utf-8", "surrogatepass")) > MAX_SOURCE_BYTES:
         raise ArchError(f"The spec is larger than {MAX_SOURCE_BYTES} bytes; split it into imported files.",
                         Span(file, 1, 1, 1, 2))
     lark = _lark()
     try:
-        return _parse_tree(lark, text, file, start)
+        return _parse_tree(lark, text, file, start, count)
     except ArchError as err:
         err.sources.setdefault(file, text)
         raise
 
 
-def _parse_tree(lark: Lark, text: str, file: str, start: str):
+def _parse_tree(lark: Lark, text: str, file: str, start: str, count: Count):
     """Syntax errors first, then the nesting limit, then the first error an AST constructor raised."""
     build = lalr.Build(file, _ToAst(file))
     try:
-        root = lalr.parse(lark, text, start, build)
+        root = lalr.parse(lark, tokens(text, count), start, build)
     except UnexpectedInput as err:
         raise _syntax_error(lark, err, file, text, start) from None
+    except TooManyTokens as err:
+        raise ArchError(f"The spec is too large to compile: it and its imports hold more than {count.total} tokens "
+                        "(names, numbers and symbols), all that one compile may read; the largest network of the "
+                        "zoo needs under 5000.", _tok_span(file, err.token)) from None
     if root.height > MAX_NESTING:          # rare: parse again into a tree to find where
         too_deep = _depth_error(lark.parse(text, start=start), file)
         if too_deep is not None:
