@@ -202,6 +202,20 @@ def test_bench_with_torchvision_twin(capsys):
     assert "torchvision twin resnet18: same parameter names and shapes" in text
 
 
+def test_bench_channels_last_runs_every_pytorch_row_in_nhwc_and_they_agree(capsys):
+    rc, out, err = run_cli(capsys, "bench", RESNET, "--model", "resnet18", "-D", "size=32", "--passes", "fold-bn",
+                           "--runs", "1", "--warmup", "0", "--compile-repeat", "1", "--no-progress", "--json",
+                           "--channels-last")
+    assert rc == 0, err
+    lat = json.loads(out)["latency"]
+    for key in ("torch", "torch_source", "torch_no_passes", "torchvision"):
+        assert lat[key]["detail"].endswith(", channels-last"), key
+    assert "channels-last" not in lat["onnxruntime"]["detail"]
+    for key, st in lat.items():
+        if key != "torch":
+            assert st["max_abs_diff_vs_torch"] < 1e-4, key
+
+
 def test_bench_passes_measures_both_graphs(capsys):
     pipeline = pytest.importorskip("archdsl.passes.pipeline")
     del pipeline
@@ -294,3 +308,59 @@ def test_the_twin_of_a_model_whose_torchvision_module_checks_state_dict_versions
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert (twin(x) - archdsl.to_torch(g).eval()(x)).abs().max().item() <= 1e-5
+
+
+SMALL_CNN = """model m() {
+    input x: [8, 16, 16]
+    output x -> conv(32, 3, padding=1) -> bn -> relu -> conv(32, 3, padding=1) -> relu
+        -> adaptive_avgpool(1) -> flatten -> linear(10)
+}
+"""
+
+
+def test_the_lowrank_bench_times_eager_in_both_memory_orders_and_they_compute_the_same():
+    from archdsl.bench.lowrank import BACKENDS, measure
+    from archdsl.passes.pipeline import run_pipeline
+    from archdsl.backends.onnx_export import onnx_bytes
+    g = archdsl.load(SMALL_CNN)
+    lr = run_pipeline(g, "lowrank{ratio=0.5,min_gain=1.0}").graph
+    built = {k: (v, archdsl.to_torch(v).eval(), onnx_bytes(v)) for k, v in (("base", g), ("lowrank", lr))}
+    row = {"model": "m", "variants": {"lowrank": {"macs_ratio": 0.6}}}
+    measure(row, built, g, (1, 2), 0, 1, 1, lambda text: None)
+    assert set(row["latency"]) == set(BACKENDS)
+    for backend in BACKENDS:
+        for batch in ("1", "2"):
+            st = row["latency"][backend]["lowrank"][batch]
+            assert st["median_ms"] > 0
+            if backend != "eager":                       # the same network: the same numbers
+                assert st["max_abs_diff_vs_eager"] <= 1e-4
+            assert row["variants"]["lowrank"]["measured_over_ideal"][backend][batch] == pytest.approx(
+                0.6 * row["variants"]["lowrank"]["speedup"][backend][batch])
+
+
+def test_a_channels_last_runner_converts_the_weights_and_the_inputs_and_agrees():
+    from archdsl.bench.runners import TorchRunner, random_inputs
+    g = archdsl.load(SMALL_CNN)
+    x = random_inputs(g, 2)
+    plain, nhwc = TorchRunner(archdsl.to_torch(g)), TorchRunner(archdsl.to_torch(g), channels_last=True)
+    for r in (plain, nhwc):
+        r.prepare(x)
+        r.step()
+    assert nhwc._inputs[0].is_contiguous(memory_format=torch.channels_last)
+    conv = next(m for m in nhwc.module.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and "channels-last" in nhwc.detail
+    assert np.abs(plain.outputs()[0] - nhwc.outputs()[0]).max() <= 1e-5
+
+
+def test_the_lowrank_bench_plot_is_deterministic(tmp_path):
+    pytest.importorskip("matplotlib")
+    from archdsl.bench.lowrank import plot
+    variants = {k: {"passes": k, "macs_ratio": 0.5,
+                    "speedup": {"eager": {"1": s, "8": s - 0.2}, "onnxruntime": {"1": s + 0.1, "8": s}}}
+                for k, s in (("lowrank", 1.8), ("lowrank-macs", 1.5), ("uniform", 1.3), ("tltorch", 0.6))}
+    res = {"batches": [1, 8], "backends": ["eager", "onnxruntime"], "target": 0.5,
+           "rows": [{"model": "vgg16", "variants": variants}]}
+    plot(res, tmp_path / "a.svg")
+    plot(res, tmp_path / "b.svg")
+    a = (tmp_path / "a.svg").read_bytes()
+    assert a == (tmp_path / "b.svg").read_bytes() and b"goal for VGG-16" in a and b"ideal (2.00x" in a

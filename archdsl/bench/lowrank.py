@@ -49,6 +49,9 @@ from .host import machine as host_machine
 MODELS = (("vgg.arch", "vgg16"), ("alexnet.arch", "alexnet"), ("resnet.arch", "resnet50"))
 TARGET = 0.5
 ROWS = ("base", "lowrank", "lowrank-macs", "uniform", "torchvision", "tltorch")
+# PyTorch eager in its default NCHW memory order and in channels-last (NHWC, the weights and the input
+# converted: the order oneDNN's CPU convolutions compute in), and onnxruntime
+BACKENDS = ("eager", "eager channels-last", "onnxruntime")
 BASE_OF = {"tltorch": "torchvision"}          # each row's speed-up is against this row (default: base)
 ZOO = Path(__file__).resolve().parents[2] / "zoo_specs"
 
@@ -150,9 +153,11 @@ def _ort_step(sess, x):
     return lambda: sess.run(None, {name: x})
 
 
-def _eager_step(module, x):
+def _eager_step(module, x, channels_last: bool = False):
     import torch
     xt = torch.from_numpy(x)
+    if channels_last:
+        xt = xt.contiguous(memory_format=torch.channels_last)
 
     def step():
         with torch.inference_mode():
@@ -232,12 +237,19 @@ def _inputs(graph, batch: int, seed: int = 0):
     return random_inputs(graph, batch, seed)[0]
 
 
-def measure(row: dict, built: dict, graph, batches, warmup: int, runs: int, threads: int, stage, tick=None) -> dict:
-    """Round-robin latencies of every variant on both backends at every batch; fills speed-ups."""
+def measure(row: dict, built: dict, graph, batches, warmup: int, runs: int, threads: int, stage, tick=None,
+            backends=BACKENDS) -> dict:
+    """Round-robin latencies of every variant on every backend at every batch; fills speed-ups."""
+    import copy
+
     import numpy as np
+    import torch
 
     from .timing import interleaved
-    sessions = {k: ort_session(b, threads) for k, (_, _, b) in built.items() if b is not None}
+    sessions = {k: ort_session(b, threads) for k, (_, _, b) in built.items() if b is not None} \
+        if "onnxruntime" in backends else {}
+    nhwc = {k: copy.deepcopy(m).to(memory_format=torch.channels_last) for k, (_, m, _) in built.items()} \
+        if "eager channels-last" in backends else {}
     lat = row.setdefault("latency", {})
     for batch in batches:
         stage(f"{row['model']}: batch {batch}")
@@ -245,6 +257,8 @@ def measure(row: dict, built: dict, graph, batches, warmup: int, runs: int, thre
         steps = {}
         for key, (_, module, _) in built.items():
             steps[("eager", key)] = _eager_step(module, x)
+            if key in nhwc:
+                steps[("eager channels-last", key)] = _eager_step(nhwc[key], x, channels_last=True)
             if key in sessions:
                 steps[("onnxruntime", key)] = _ort_step(sessions[key], x)
         load0 = loadavg()
@@ -253,7 +267,7 @@ def measure(row: dict, built: dict, graph, batches, warmup: int, runs: int, thre
         ref = {}
         for (backend, key), step in steps.items():
             out = step()
-            out = out[0] if isinstance(out, list) else out.numpy()
+            out = out[0] if isinstance(out, list) else out.contiguous().numpy()
             ref.setdefault(key, {})[backend] = out
         for (backend, key), st in stats.items():
             other = ref[key].get("eager")
@@ -261,7 +275,7 @@ def measure(row: dict, built: dict, graph, batches, warmup: int, runs: int, thre
                                            float(np.max(np.abs(ref[key][backend] - other))))
             lat.setdefault(backend, {}).setdefault(key, {})[str(batch)] = st
         row.setdefault("loadavg", {})[str(batch)] = [load0, loadavg()]
-        for backend in ("eager", "onnxruntime"):
+        for backend in backends:
             got = lat.get(backend, {})
             for key in built:
                 ref_key = BASE_OF.get(key, "base")
@@ -277,21 +291,21 @@ def measure(row: dict, built: dict, graph, batches, warmup: int, runs: int, thre
 
 
 def run(zoo: Path = ZOO, models=MODELS, target: float = TARGET, batches=(1, 8), warmup: int = 2, runs: int = 10,
-        threads: int = 2, tltorch: bool = True, progress: bool = True) -> dict:
+        threads: int = 2, tltorch: bool = True, progress: bool = True, backends=BACKENDS) -> dict:
     passive = passive_waits()
     import torch
     from tqdm import tqdm
     torch.set_num_threads(threads)
     result = {"machine": host_machine(threads, ("tensorly", "tensorly-torch")),
-              "target": target, "batches": list(batches), "warmup": warmup,
+              "target": target, "batches": list(batches), "warmup": warmup, "backends": list(backends),
               "runs": runs, "omp_passive_in_time": passive, "rows": []}
-    with tqdm(total=len(models) * len(batches) * (warmup + runs) * len(ROWS) * 2, desc="bench-lowrank",
+    with tqdm(total=len(models) * len(batches) * (warmup + runs) * len(ROWS) * len(backends), desc="bench-lowrank",
               unit="step", disable=not progress, file=sys.stderr, leave=False, dynamic_ncols=True) as bar:
         def stage(text):
             bar.set_postfix_str(text, refresh=True)
         for file, name in models:
             row, built = prepare(Path(zoo), file, name, target, threads, tltorch, stage)
-            measure(row, built, built["base"][0], batches, warmup, runs, threads, stage, bar.update)
+            measure(row, built, built["base"][0], batches, warmup, runs, threads, stage, bar.update, backends)
             result["rows"].append(row)
             del built
             gc.collect()
@@ -377,34 +391,32 @@ def _head(m: dict, extra: str) -> str:
 
 def format_markdown(res: dict) -> str:
     b = [str(x) for x in res["batches"]]
+    backends = res.get("backends", ("eager", "onnxruntime"))
     lines = [_head(res["machine"], f"median of {res['runs']} round-robin rounds after {res['warmup']}"), ""]
-    head = (["model", "variant", "MACs ratio", "params ratio"] + [f"eager b{x}" for x in b]
-            + [f"onnxruntime b{x}" for x in b] + [f"measured/ideal eager b{x}" for x in b]
-            + [f"measured/ideal onnxruntime b{x}" for x in b])
+    head = (["model", "variant", "MACs ratio", "params ratio"] + [f"{be} b{x}" for be in backends for x in b]
+            + [f"measured/ideal {be} b{x}" for be in backends for x in b])
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in res["rows"]:
         for key, v in row["variants"].items():
             sp, mi = v.get("speedup", {}), v.get("measured_over_ideal", {})
             cells = [row["model"], key, _f(v["macs_ratio"]), _f(v.get("params_ratio"))]
-            cells += [_f(sp.get("eager", {}).get(x), "{:.2f}x") for x in b]
-            cells += [_f(sp.get("onnxruntime", {}).get(x), "{:.2f}x") for x in b]
-            cells += [_f(mi.get("eager", {}).get(x)) for x in b]
-            cells += [_f(mi.get("onnxruntime", {}).get(x)) for x in b]
+            cells += [_f(sp.get(be, {}).get(x), "{:.2f}x") for be in backends for x in b]
+            cells += [_f(mi.get(be, {}).get(x)) for be in backends for x in b]
             lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "The same speed-ups from each row's fastest run (less sensitive to other jobs' bursts):", "",
-              "| model | variant | " + " | ".join(f"eager b{x}" for x in b) + " | "
-              + " | ".join(f"onnxruntime b{x}" for x in b) + " |", "|" + "---|" * (2 + 2 * len(b))]
+              "| model | variant | " + " | ".join(f"{be} b{x}" for be in backends for x in b) + " |",
+              "|" + "---|" * (2 + len(backends) * len(b))]
     for row in res["rows"]:
         for key, v in row["variants"].items():
             sp = v.get("speedup_of_min", {})
             lines.append("| " + " | ".join([row["model"], key]
                                            + [_f(sp.get(be, {}).get(x), "{:.2f}x")
-                                              for be in ("eager", "onnxruntime") for x in b]) + " |")
+                                              for be in backends for x in b]) + " |")
     lines += ["", "| model | batch | backend | " + " | ".join(f"{k} ms" for k in ROWS) + " | load average |",
               "|" + "---|" * (len(ROWS) + 4)]
     for row in res["rows"]:
         for x in b:
-            for backend in ("eager", "onnxruntime"):
+            for backend in backends:
                 cells = [row["model"], x, backend]
                 for key in ROWS:
                     st = row.get("latency", {}).get(backend, {}).get(key, {}).get(x)
@@ -421,6 +433,51 @@ def format_markdown(res: dict) -> str:
         for what, why in row.get("skipped", {}).items():
             lines.append(f"\n{row['model']}: no {what} row: {why}")
     return "\n".join(lines)
+
+
+PLOTTED = {"lowrank": "lowrank{{macs={t:g}}}", "lowrank-macs": "lowrank{{macs={t:g},cost=macs}}",
+           "uniform": "uniform Tucker-2 (every conv but the first)", "tltorch": "tltorch FactorizedConv (CP)"}
+GOAL = 1.6             # issue 11: VGG-16 at least this much faster at 2x fewer MACs
+
+
+def plot(res: dict, path) -> None:
+    """Speed-ups as bars: one panel per model, a group per backend and batch size, a bar per variant;
+    the dashed line is the ideal (the MAC ratio of ``lowrank``), the dotted one the goal. PNG or SVG by
+    the suffix; deterministic (no date, a fixed SVG id salt)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    matplotlib.rcParams["svg.hashsalt"] = "archdsl"
+    backends = res.get("backends", ("eager", "onnxruntime"))
+    groups = [(be, str(x)) for be in backends for x in res["batches"]]
+    rows = res["rows"]
+    fig, axes = plt.subplots(len(rows), 1, figsize=(10.0, 2.8 * len(rows) + 0.6), dpi=110, squeeze=False)
+    target = res.get("target", TARGET)
+    colors = plt.get_cmap("tab10")
+    width = 0.8 / len(PLOTTED)
+    for ax, row in zip(axes[:, 0], rows):
+        for j, key in enumerate(PLOTTED):
+            v = row["variants"].get(key)
+            if v is None:
+                continue
+            heights = [v.get("speedup", {}).get(be, {}).get(x, float("nan")) for be, x in groups]
+            ax.bar([i + (j - (len(PLOTTED) - 1) / 2) * width for i in range(len(groups))], heights, width,
+                   color=colors(j), label=PLOTTED[key].format(t=target))
+        ideal = 1 / row["variants"]["lowrank"]["macs_ratio"]
+        ax.axhline(ideal, ls="--", color="0.3", lw=1, label=f"ideal ({ideal:.2f}x: the MAC ratio)")
+        ax.axhline(1.0, color="0.6", lw=0.8)
+        if row["model"] == "vgg16":
+            ax.axhline(GOAL, ls=":", color="crimson", lw=1.2, label=f"goal for VGG-16 ({GOAL}x)")
+        ax.set_xticks(range(len(groups)), [be.replace(" ", "\n") + f"\nbatch {x}" for be, x in groups], fontsize=8)
+        ax.set_ylabel("speed-up (x)")
+        ax.set_title(f"{row['model']}: low-rank at {target:g} of the MACs, against the dense "
+                     "model on the same backend", fontsize=9)
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.tight_layout()
+    suffix = str(path).rsplit(".", 1)[-1].lower()
+    fig.savefig(path, bbox_inches="tight", metadata={"Date": None} if suffix == "svg" else {"Software": None})
+    plt.close(fig)
 
 
 def format_layers(res: dict) -> str:
@@ -444,9 +501,12 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--target", type=float, default=TARGET, help="fraction of the MACs kept")
     p.add_argument("--no-tltorch", action="store_true", help="leave out the tltorch row")
+    p.add_argument("--backends", default=",".join(BACKENDS), help=f"comma-separated, of {', '.join(BACKENDS)}")
     p.add_argument("--layers", action="store_true", help="single VGG-16 layers against the cost model instead")
     p.add_argument("--json", action="store_true", help="print the raw results as JSON")
     p.add_argument("-o", "--output", help="also write the JSON here")
+    p.add_argument("--plot", help="also draw the speed-ups (FILE.svg or FILE.png)")
+    p.add_argument("--from-json", help="report (and --plot) a saved JSON instead of measuring")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     batches = tuple(int(s) for s in args.batches.split(","))
@@ -455,15 +515,24 @@ def main(argv=None) -> int:
     for item in (s.strip() for s in args.models.split(",") if s.strip()):
         file, sep, name = item.partition(":")
         models.append((file, name) if sep else (known.get(item, f"{item}.arch"), item))
-    if args.layers:
+    if args.from_json:
+        res = json.loads(Path(args.from_json).read_text())
+        text = format_markdown(res)
+    elif args.layers:
         res = run_layers(batches, max(1, args.warmup // 2), args.runs, args.threads, not args.no_progress)
         text = format_layers(res)
     else:
+        backends = tuple(s.strip() for s in args.backends.split(",") if s.strip())
+        unknown = [be for be in backends if be not in BACKENDS]
+        if unknown or not backends:
+            p.error(f"--backends takes some of {', '.join(BACKENDS)}, not {', '.join(unknown) or 'none'}")
         res = run(ZOO, tuple(models), args.target, batches, args.warmup, args.runs, args.threads,
-                  not args.no_tltorch, not args.no_progress)
+                  not args.no_tltorch, not args.no_progress, backends)
         text = format_markdown(res)
     if args.output:
         Path(args.output).write_text(json.dumps(res, indent=1))
+    if args.plot and not args.layers:
+        plot(res, args.plot)
     print(json.dumps(res, indent=1) if args.json else text)
     return 0
 

@@ -130,24 +130,32 @@ class TorchRunner:
     """A ``torch.nn.Module`` in eval mode under ``torch.inference_mode``."""
 
     def __init__(self, module, device: str = "cpu", label: str = "torch", threads: int | None = None,
-                 exported: bool = False):
+                 exported: bool = False, channels_last: bool = False):
+        """``channels_last``: the module's 4-D weights and its 4-D inputs in NHWC memory order (the
+        convolution kernels then compute in NHWC: ``module`` itself is converted, in place)."""
         import torch
         check_torch_device(device)
         if threads:
             torch.set_num_threads(threads)
-        self.torch, self.device, self.label = torch, device, label
+        self.torch, self.device, self.label, self.channels_last = torch, device, label, channels_last
         # an exported program is already in inference form and refuses eval()
         self.module = module.to(device) if exported else module.eval().to(device)
+        if channels_last:
+            self.module = self.module.to(memory_format=torch.channels_last)
         self._inputs, self._out = [], None
 
     @property
     def detail(self) -> str:
+        layout = ", channels-last" if self.channels_last else ""
         if self.device == "cuda":
-            return f"PyTorch {self.torch.__version__}, {self.torch.cuda.get_device_name()}"
-        return f"PyTorch {self.torch.__version__}, {_threads(self.torch.get_num_threads())}"
+            return f"PyTorch {self.torch.__version__}, {self.torch.cuda.get_device_name()}{layout}"
+        return f"PyTorch {self.torch.__version__}, {_threads(self.torch.get_num_threads())}{layout}"
 
     def prepare(self, inputs) -> None:
         self._inputs = [self.torch.from_numpy(x).to(self.device) for x in inputs]
+        if self.channels_last:
+            self._inputs = [x.contiguous(memory_format=self.torch.channels_last) if x.dim() == 4 else x
+                            for x in self._inputs]
 
     def step(self) -> None:
         with self.torch.inference_mode():

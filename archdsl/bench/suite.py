@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..diagnostics import ArchError
+from ..frontend.layers import DEFAULT_MAX_NODES
 from .runners import OrtRunner, TorchRunner, check_torch_device, input_shapes, ort_providers, random_inputs
 from .timing import interleaved, repeat, summary
 
@@ -56,7 +57,7 @@ class BenchConfig:
     file: str
     model: str | None = None
     defines: dict = field(default_factory=dict)
-    max_nodes: int = 100_000
+    max_nodes: int = DEFAULT_MAX_NODES
     device: str = "cpu"
     batch: int = 1
     passes: str | None = None
@@ -67,6 +68,7 @@ class BenchConfig:
     twin: bool = True
     seed: int = 0
     threads: int | None = None
+    channels_last: bool = False        # every PyTorch row in NHWC memory order (weights and inputs)
 
 
 def machine() -> dict:
@@ -240,14 +242,14 @@ class _Bench:
         # ---- latencies: the PyTorch rows round-robin, then the onnxruntime rows round-robin.
         # The groups run apart because idle onnxruntime worker threads spin and would slow
         # PyTorch; within a group every row sees the same machine load.
-        t = cfg.threads
-        group = {"torch": TorchRunner(module, cfg.device, "torch", t)}
+        t, nhwc = cfg.threads, cfg.channels_last
+        group = {"torch": TorchRunner(module, cfg.device, "torch", t, channels_last=nhwc)}
         if src_module is not None:
-            group["torch_source"] = TorchRunner(src_module, cfg.device, "torch-src", t)
+            group["torch_source"] = TorchRunner(src_module, cfg.device, "torch-src", t, channels_last=nhwc)
         if cfg.passes:
-            group["torch_no_passes"] = TorchRunner(to_torch(base), cfg.device, "torch", t)
+            group["torch_no_passes"] = TorchRunner(to_torch(base), cfg.device, "torch", t, channels_last=nhwc)
         if twin is not None:
-            group["torchvision"] = TorchRunner(twin, cfg.device, "torchvision", t)
+            group["torchvision"] = TorchRunner(twin, cfg.device, "torchvision", t, channels_last=nhwc)
         del module, src_module, twin
         ref = self.measure(group, inputs, {"torchvision": same_weights})
         if ort_ok:

@@ -42,7 +42,7 @@ def run(args) -> int:
     cfg = BenchConfig(file=args.file, model=args.model, defines=defines(args.define), max_nodes=args.max_nodes,
                       device=args.device, batch=args.batch, passes=args.passes, opset=args.opset,
                       warmup=args.warmup, runs=args.runs, compile_repeat=args.compile_repeat, twin=not args.no_twin,
-                      threads=args.threads)
+                      threads=args.threads, channels_last=args.channels_last)
     result = run_bench(cfg, progress=not args.no_progress)
     print(json.dumps(result, indent=1) if args.json else format_report(result))
     sys.stdout.flush()
@@ -63,6 +63,8 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for both PyTorch and onnxruntime (default: each library's own choice)")
     p.add_argument("--no-twin", action="store_true", help="skip the torchvision twin")
+    p.add_argument("--channels-last", action="store_true",
+                   help="run every PyTorch row in channels-last (NHWC) memory order, weights and inputs")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on standard error")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(fn=run)

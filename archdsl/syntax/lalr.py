@@ -178,12 +178,11 @@ def parse(lark, tokens, start: str, build: Build):
         reducers.append((size, origin, None if fn is _PASS else fn))
     states, values = [table.start_states[start]], []
     end_state = table.end_states[start]
-    token = None
-    for token in tokens:
+    for token in _with_end(tokens):
         typ = token.type
         while True:
             act = actions[states[-1]].get(typ)
-            if act is None:
+            if act is None or (act >= 0 and typ == "$END"):
                 raise _unexpected(lark, table, start, states, values, token)
             if act >= 0:
                 states.append(act)
@@ -192,34 +191,26 @@ def parse(lark, tokens, start: str, build: Build):
             size, origin, fn = reducers[~act]
             if fn is None:
                 states[-1] = actions[states[-2]][origin]
-                continue
-            if size:
-                children = values[-size:]
-                del states[-size:]
-                del values[-size:]
             else:
-                children = []
-            values.append(fn(children))
-            states.append(actions[states[-1]][origin])
-    end = Token.new_borrow_pos("$END", "", token) if token is not None else Token("$END", "", 0, 1, 1)
-    while True:
-        act = actions[states[-1]].get("$END")
-        if act is None or act >= 0:
-            raise _unexpected(lark, table, start, states, values, end)
-        size, origin, fn = reducers[~act]
-        if fn is None:
-            states[-1] = actions[states[-2]][origin]
-        else:
-            if size:
-                children = values[-size:]
-                del states[-size:]
-                del values[-size:]
-            else:
-                children = []
-            values.append(fn(children))
-            states.append(actions[states[-1]][origin])
-        if states[-1] == end_state:
-            return values[-1]
+                if size:
+                    children = values[-size:]
+                    del states[-size:]
+                    del values[-size:]
+                else:
+                    children = []
+                values.append(fn(children))
+                states.append(actions[states[-1]][origin])
+            if typ == "$END" and states[-1] == end_state:
+                return values[-1]
+    raise AssertionError("the parse went past $END")
+
+
+def _with_end(tokens):
+    """``tokens``, then Lark's ``$END`` at the position of the last one."""
+    token = None
+    for token in tokens:
+        yield token
+    yield Token.new_borrow_pos("$END", "", token) if token is not None else Token("$END", "", 0, 1, 1)
 
 
 def _unexpected(lark, table, start, states, values, token) -> UnexpectedToken:
