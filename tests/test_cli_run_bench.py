@@ -364,3 +364,30 @@ def test_the_lowrank_bench_plot_is_deterministic(tmp_path):
     plot(res, tmp_path / "b.svg")
     a = (tmp_path / "a.svg").read_bytes()
     assert a == (tmp_path / "b.svg").read_bytes() and b"goal for VGG-16" in a and b"ideal (2.00x" in a
+
+
+def test_the_prune_bench_times_channels_last_beside_nchw_and_onnxruntime():
+    from archdsl.backends.onnx_export import onnx_bytes
+    from archdsl.bench.prune import BACKENDS, format_markdown, measure, ort_runner
+    from archdsl.bench.runners import TorchRunner
+    from archdsl.passes.pipeline import run_pipeline
+    g = archdsl.load(SMALL_CNN)
+    pruned = run_pipeline(g, "prune{ratio=0.5}").graph
+    graphs = {"base": g, "archdsl": pruned}
+    runners = {"eager": {k: TorchRunner(archdsl.to_torch(v)) for k, v in graphs.items()},
+               "eager channels-last": {k: TorchRunner(archdsl.to_torch(v), channels_last=True)
+                                       for k, v in graphs.items()},
+               "onnxruntime": {k: ort_runner(onnx_bytes(v), 1, k) for k, v in graphs.items()}}
+    row = {"model": "m", "archdsl": {"macs_ratio": 0.3, "params_ratio": 0.3}, "torch-pruning": {"failed": "x"}}
+    measure(row, runners, g, (1,), 0, 1)
+    for backend in BACKENDS:
+        assert row["archdsl"]["measured_over_ideal"][backend]["1"] == pytest.approx(
+            0.3 * row["archdsl"]["speedup"][backend]["1"])
+        if backend != "eager":                    # the same network as eager NCHW computes the same
+            assert row["latency"][backend]["archdsl"]["1"]["max_rel_diff"] <= 1e-4
+    text = format_markdown({"machine": {"cpu": "c", "cores": 2, "isa": [], "threads": 1, "OMP_WAIT_POLICY": "P",
+                                        "torch": "t", "torchvision": "v", "torch-pruning": "p", "onnxruntime": "o",
+                                        "date": "d", "date_end": "e", "loadavg_start": None, "loadavg_end": None},
+                            "batches": [1], "backends": list(BACKENDS), "runs": 1, "warmup": 0, "passes": "prune",
+                            "rows": [row]})
+    assert "eager channels-last speed-up b1" in text and "| m | 1 | eager channels-last |" in text

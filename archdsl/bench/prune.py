@@ -49,6 +49,8 @@ PASSES = "prune{macs=0.5,criterion=l2,round_to=16}"
 TARGET = 0.5
 ROWS = ("base", "archdsl", "torchvision", "torch-pruning")   # per backend; speed-ups pair them as below
 PAIRS = {"archdsl": "base", "torch-pruning": "torchvision"}
+# PyTorch eager in NCHW and in channels-last (weights and inputs NHWC, as oneDNN's convolutions compute), onnxruntime
+BACKENDS = ("eager", "eager channels-last", "onnxruntime")
 
 
 # ---- counting
@@ -177,9 +179,9 @@ def _rel_diff(a, b) -> float | None:
 # ---- one model
 
 def prepare_model(zoo: Path, file: str, name: str, passes: str, threads: int, target: float = TARGET,
-                  tp_round_to: int | None = None, opset: int = 20, stage=None) -> tuple:
-    """``(row, {"eager": {key: runner}, "onnxruntime": {key: runner}}, graph)`` for one model, unmeasured:
-    the row holds MACs, parameters and widths; ``graph`` is the unpruned IR (for the inputs)."""
+                  tp_round_to: int | None = None, opset: int = 20, stage=None, backends=BACKENDS) -> tuple:
+    """``(row, {backend: {key: runner}}, graph)`` for one model, unmeasured: the row holds MACs, parameters
+    and widths; ``graph`` is the unpruned IR (for the inputs)."""
     import torch
 
     from ..api import load
@@ -237,7 +239,10 @@ def prepare_model(zoo: Path, file: str, name: str, passes: str, threads: int, ta
              "torchvision": TorchRunner(twin, "cpu", "torchvision", threads),
              **({"torch-pruning": TorchRunner(tp_model, "cpu", "torch-pruning", threads)} if tp_model else {})}
     ort = {k: ort_runner(b, threads, k) for k, b in onnx.items() if b is not None}
-    return row, {"eager": eager, "onnxruntime": ort}, graph
+    nhwc = {k: TorchRunner(copy.deepcopy(r.module), "cpu", r.label, threads, channels_last=True)
+            for k, r in eager.items()} if "eager channels-last" in backends else {}
+    groups = {"eager": eager, "eager channels-last": nhwc, "onnxruntime": ort}
+    return row, {be: groups[be] for be in backends}, graph
 
 
 def _inputs(graph, batch: int, seed: int = 0):
@@ -291,14 +296,15 @@ def measure(row: dict, runners: dict, graph, batches, warmup: int, runs: int, ti
 
 
 def run(zoo: Path = Path("zoo_specs"), models=MODELS, passes: str = PASSES, batches=(1, 8), warmup: int = 2,
-        runs: int = 10, threads: int = 2, tp_round_to: int | None = None, progress: bool = True) -> dict:
+        runs: int = 10, threads: int = 2, tp_round_to: int | None = None, progress: bool = True,
+        backends=BACKENDS) -> dict:
     """The whole benchmark; plain JSON-able data."""
     passive = passive_waits()
     import torch
     from tqdm import tqdm
     torch.set_num_threads(threads)
     result = {"machine": host_machine(threads, ("torchvision", "torch-pruning")),
-              "passes": passes, "target": TARGET, "batches": list(batches),
+              "passes": passes, "target": TARGET, "batches": list(batches), "backends": list(backends),
               "warmup": warmup, "runs": runs, "omp_passive_in_time": passive, "rows": []}
     per_model = 4 + len(batches) * (warmup + runs) * 8
     with tqdm(total=per_model * len(models), desc="bench-prune", unit="step", disable=not progress,
@@ -307,7 +313,7 @@ def run(zoo: Path = Path("zoo_specs"), models=MODELS, passes: str = PASSES, batc
             bar.set_postfix_str(text, refresh=True)
         for file, name in models:
             row, runners, graph = prepare_model(Path(zoo), file, name, passes, threads, TARGET, tp_round_to,
-                                                stage=stage)
+                                                stage=stage, backends=backends)
             bar.update(4)
             steps = sum(len(g) for g in runners.values())
             bar.total += len(batches) * (warmup + runs) * (steps - 8)
@@ -329,15 +335,15 @@ def _f(v, fmt="{:.2f}") -> str:
 def format_markdown(res: dict) -> str:
     m = res["machine"]
     b = [str(x) for x in res["batches"]]
+    backends = res.get("backends", ("eager", "onnxruntime"))
     lines = [f"{m['cpu']}, {m['cores']} cores, ISA {' '.join(m['isa']) or '-'}; {m['threads']} threads, "
              f"OMP_WAIT_POLICY={m['OMP_WAIT_POLICY']}; torch {m['torch']}, torchvision {m['torchvision']}, "
              f"torch-pruning {m['torch-pruning']}, onnxruntime {m['onnxruntime']}; {m['date']} to {m['date_end']}; "
              f"load average {m['loadavg_start'][0] if m['loadavg_start'] else '-'} -> "
              f"{m['loadavg_end'][0] if m['loadavg_end'] else '-'}; median of {res['runs']} round-robin rounds "
              f"after {res['warmup']}; archdsl: `{res['passes']}`", ""]
-    head = (["model", "tool", "MACs ratio", "params ratio"] + [f"eager speed-up b{x}" for x in b]
-            + [f"onnxruntime speed-up b{x}" for x in b] + [f"measured/ideal eager b{x}" for x in b]
-            + [f"measured/ideal onnxruntime b{x}" for x in b])
+    head = (["model", "tool", "MACs ratio", "params ratio"] + [f"{be} speed-up b{x}" for be in backends for x in b]
+            + [f"measured/ideal {be} b{x}" for be in backends for x in b])
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in res["rows"]:
         for tool in PAIRS:
@@ -347,14 +353,12 @@ def format_markdown(res: dict) -> str:
                 continue
             sp, mi = t.get("speedup", {}), t.get("measured_over_ideal", {})
             cells = [row["model"], tool, _f(t["macs_ratio"]), _f(t["params_ratio"])]
-            cells += [_f(sp.get("eager", {}).get(x), "{:.2f}x") for x in b]
-            cells += [_f(sp.get("onnxruntime", {}).get(x), "{:.2f}x") for x in b]
-            cells += [_f(mi.get("eager", {}).get(x)) for x in b]
-            cells += [_f(mi.get("onnxruntime", {}).get(x)) for x in b]
+            cells += [_f(sp.get(be, {}).get(x), "{:.2f}x") for be in backends for x in b]
+            cells += [_f(mi.get(be, {}).get(x)) for be in backends for x in b]
             lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "The same, from the fastest round of each row instead of the median (less sensitive to load):", "",
               "| model | tool | " + " | ".join(h for h in head[4:] if h.startswith("measured")) + " |",
-              "|" + "---|" * (2 + 2 * len(b))]
+              "|" + "---|" * (2 + len(backends) * len(b))]
     for row in res["rows"]:
         for tool in PAIRS:
             t = row[tool]
@@ -362,33 +366,30 @@ def format_markdown(res: dict) -> str:
                 continue
             sp = t.get("speedup_of_min", {})
             cells = [row["model"], tool] + [_f(sp[be][x] * t["macs_ratio"] if x in sp.get(be, {}) else None)
-                                             for be in ("eager", "onnxruntime") for x in b]
+                                             for be in backends for x in b]
             lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("| model | batch | archdsl unpruned eager ms | archdsl eager ms | torchvision eager ms "
-                 "| torch-pruning eager ms | archdsl unpruned onnxruntime ms | archdsl onnxruntime ms "
-                 "| torchvision onnxruntime ms | torch-pruning onnxruntime ms | A/A eager | A/A onnxruntime "
-                 "| load average |")
-    lines.append("|" + "---|" * 13)
+    lines.append("| model | batch | backend | archdsl unpruned ms | archdsl ms | torchvision ms | torch-pruning ms "
+                 "| A/A | load average |")
+    lines.append("|" + "---|" * 9)
     for row in res["rows"]:
         for x in b:
-            cells = [row["model"], x]
-            for backend in ("eager", "onnxruntime"):
+            aa = row.get("base_over_torchvision", {}).get(x, {})
+            la = row.get("loadavg", {}).get(x)
+            for backend in backends:
+                cells = [row["model"], x, backend]
                 for key in ROWS:
                     st = row["latency"].get(backend, {}).get(key, {}).get(x)
                     cells.append(_f(st["median_ms"] if st else None, "{:.1f}"))
-            aa = row.get("base_over_torchvision", {}).get(x, {})
-            cells += [_f(aa.get("eager")), _f(aa.get("onnxruntime"))]
-            la = row.get("loadavg", {}).get(x)
-            cells.append(f"{la[0][0]:.1f} -> {la[1][0]:.1f}" if la and la[0] and la[1] else "-")
-            lines.append("| " + " | ".join(cells) + " |")
+                cells.append(_f(aa.get(backend)))
+                cells.append(f"{la[0][0]:.1f} -> {la[1][0]:.1f}" if la and la[0] and la[1] else "-")
+                lines.append("| " + " | ".join(cells) + " |")
     lines.append("\nA/A: the unpruned network twice (archdsl's module or ONNX over torchvision's), timed in the "
                  "same rounds: how far two equal rows drift apart on this machine.")
     for row in res["rows"]:
         for what, why in row.get("skipped", {}).items():
             lines.append(f"\n{row['model']}: no {what} row: {why}")
     return "\n".join(lines)
-
 
 if __name__ == "__main__":
     passive_waits()

@@ -44,10 +44,14 @@ def run(args) -> int:
                         "pip install 'archdsl[bench]' (or torch-pruning>=1.6).")
     if args.runs < 1 or args.warmup < 0 or args.threads < 1:
         raise ArchError("--runs and --threads must be at least 1, and --warmup at least 0.")
-    from ..bench.prune import format_markdown, run as bench
+    from ..bench.prune import BACKENDS, format_markdown, run as bench
     models, batches = _models(args.models), _batches(args.batches)
+    backends = tuple(s.strip() for s in args.backends.split(",") if s.strip())
+    unknown = [be for be in backends if be not in BACKENDS]
+    if unknown or not backends:
+        raise ArchError(f"--backends takes some of {', '.join(BACKENDS)}, not '{', '.join(unknown) or args.backends}'.")
     result = bench(Path(args.zoo), models, args.passes, batches, args.warmup, args.runs, args.threads,
-                   args.tp_round_to, progress=not args.no_progress)
+                   args.tp_round_to, progress=not args.no_progress, backends=backends)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1) if args.json else format_markdown(result))
@@ -70,6 +74,9 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=2, help="threads for PyTorch and onnxruntime (default 2)")
     p.add_argument("--tp-round-to", type=int, default=None,
                    help="Torch-Pruning's round_to (default none, as in the issue's measurement)")
+    p.add_argument("--backends", default="eager,eager channels-last,onnxruntime",
+                   help="comma-separated, of eager, eager channels-last (NHWC weights and inputs), onnxruntime "
+                        "(default: all three)")
     p.add_argument("--json-out", help="also write the JSON results to this file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on standard error")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of Markdown")
