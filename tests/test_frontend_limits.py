@@ -16,7 +16,7 @@ import archdsl
 from archdsl import ArchError
 from archdsl.frontend.bounds import MAX_ITEMS, ValueBounds, ValueTooLarge
 from archdsl.frontend.expressions import MAX_STEPS, STEPS_PER_TOKEN
-from archdsl.frontend.modules import MAX_TOKENS
+from archdsl.syntax.parser import MAX_TOKENS
 from archdsl.ir import serialize
 from archdsl.syntax import parser as parser_mod
 from archdsl.syntax import tables
@@ -266,7 +266,7 @@ def test_the_tensors_all_layers_read_are_bounded():
 
 
 def test_a_long_sum_and_a_long_chain_parse_without_recursion():
-    text = "c = 0" + " + 1" * 50_000 + "\n" + model("output x" + " -> relu" * 20_000)
+    text = "c = 0" + " + 1" * 30_000 + "\n" + model("output x" + " -> relu" * 5_000)     # 70,000 tokens
     module = parse(text, "long.arch")
     assert len(module.items) == 2
 
@@ -285,6 +285,24 @@ def test_the_tokens_one_compile_reads_are_bounded_and_the_error_is_at_the_first_
     beyond = list(parser_mod.tokens(src))[75_000]                     # the 75,001st
     assert where(err) == ("<string>", beyond.line, beyond.column, beyond.line, beyond.end_column)
     assert beyond.line == 3 and str(beyond) in ("+", "1")
+
+
+def test_every_parse_reads_at_most_the_token_limit_fmt_and_defines_too():
+    from archdsl.syntax.formatter import format_source
+    from archdsl.syntax.parser import parse_expression
+    src = model("n = 1" + "+1" * 40_000, "output x")
+    for run in (lambda: format_source(src, "big.arch"), lambda: parse(src, "big.arch"),
+                lambda: parse_expression("1" + "+1" * 40_000, "<command line>")):
+        with pytest.raises(ArchError) as info:
+            run()
+        assert info.value.message == BUDGET
+
+
+def test_a_spec_whose_length_spends_the_budget_is_told_so():
+    lines = [f"h = h -> b{i}: [conv(4, 3, padding=1) -> relu]" for i in range(3_500)]
+    err = quick(model("h = x", *lines, "output h"))
+    assert err.message.startswith("Elaboration took more than 1500000 steps, ")
+    assert err.message.endswith("tokens; write repeated layers as a loop or a block instead of line by line.")
 
 
 def test_comments_and_blank_lines_cost_no_tokens():
@@ -322,9 +340,10 @@ def test_the_fast_lexer_gives_larks_tokens():
                  'model elif else none true and def for not stn as if in or\n\n  x')
     fields = ("type", "value", "start_pos", "line", "column", "end_line", "end_column", "end_pos")
     for text in texts:
-        ours = [tuple(getattr(t, f) for f in fields) for t in parser_mod.tokens(text)]
-        theirs = [tuple(getattr(t, f) for f in fields) for t in lark.lex(text)]
-        assert ours == theirs
+        for keep in (False, True):                 # the parser's tokens, and fmt's (whitespace and comments too)
+            ours = [tuple(getattr(t, f) for f in fields) for t in parser_mod.tokens(text, keep_ignored=keep)]
+            theirs = [tuple(getattr(t, f) for f in fields) for t in lark.lex(text, dont_ignore=keep)]
+            assert ours == theirs
     with pytest.raises(ArchError) as info:
         parse("model m() { input x: [3] output x -> $ }", "bad.arch")
     assert info.value.message == "The character '$' is not part of the .arch language."

@@ -97,11 +97,17 @@ class ExpressionMixin:
 
     steps = 0
     max_steps = MAX_STEPS
+    tokens_read = 0
 
     def tick(self, span: Span) -> None:
         self.steps += 1
         self.last_span = span          # where elaboration was, should Python's stack run out
         if self.steps > self.max_steps:
+            reading = self.tokens_read * STEPS_PER_TOKEN
+            if 4 * reading > self.max_steps:       # the spec's length, rather than a loop, spent the budget
+                raise ArchError(f"Elaboration took more than {self.max_steps} steps, {reading} of them to read the "
+                                f"spec's {self.tokens_read} tokens; write repeated layers as a loop or a block "
+                                "instead of line by line.", span)
             raise ArchError(f"Elaboration took more than {self.max_steps} steps; is a loop running away?", span)
 
     def charge(self, steps: int, span: Span) -> None:
@@ -112,6 +118,10 @@ class ExpressionMixin:
     def tokens_left(self) -> int:
         """How many more tokens of spec text the step budget can pay for."""
         return max(0, self.max_steps - self.steps) // STEPS_PER_TOKEN
+
+    def charge_tokens(self, n: int, span: Span) -> None:
+        self.tokens_read += n
+        self.charge(n * STEPS_PER_TOKEN, span)
 
     bounds = None
 

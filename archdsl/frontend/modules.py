@@ -14,11 +14,8 @@ from pathlib import Path
 from .. import files
 from ..diagnostics import ArchError, Note, Span, did_you_mean
 from ..syntax import ast
-from ..syntax.parser import MAX_SOURCE_BYTES, parse_counted
-from .expressions import MAX_STEPS, STEPS_PER_TOKEN
+from ..syntax.parser import MAX_SOURCE_BYTES, MAX_TOKENS, parse_counted
 from .functions import check_definition, check_function
-
-MAX_TOKENS = MAX_STEPS // STEPS_PER_TOKEN   # the tokens one compile may read, when it does nothing else
 
 MAX_IMPORTED_FILES = 256
 
@@ -102,6 +99,7 @@ class Loader:
     def __init__(self, evaluate_const, budget=None):
         """``budget`` pays for the tokens read (:meth:`~archdsl.frontend.expressions.ExpressionMixin.charge`)."""
         self.budget = budget
+        self.tokens_read = 0
         self.sources: dict[str, str] = {}
         self.modules: dict[str, ModuleNS] = {}
         self._stack: list[tuple[str, Span | None]] = []
@@ -138,10 +136,14 @@ class Loader:
 
     # ---- internals
     def _parse(self, text: str, name: str) -> ast.Module:
-        if self.budget is None:
-            return parse_counted(text, name, None, None)[0]
-        module, n = parse_counted(text, name, self.budget.tokens_left(), MAX_TOKENS)
-        self.budget.charge(n * STEPS_PER_TOKEN, module.span)
+        """Parse one file within what is left of the :data:`MAX_TOKENS` of a compile and of its step budget."""
+        left = MAX_TOKENS - self.tokens_read
+        if self.budget is not None:
+            left = min(left, self.budget.tokens_left())
+        module, n = parse_counted(text, name, left, MAX_TOKENS)
+        self.tokens_read += n
+        if self.budget is not None:
+            self.budget.charge_tokens(n, module.span)
         return module
 
     def _read(self, path: Path, span: Span | None) -> str:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 from ..diagnostics import ArchError, Span
 from . import ast
-from .parser import _lark, parse
+from .parser import parse, tokens
 
 WIDTH = 100
 INDENT = 4
@@ -78,7 +78,7 @@ class _Source:
         self.lines = text.split("\n")
         self.pos, self.vals, self.types, self.comments = [], [], [], []
         last_line = 0
-        for tok in _lark().lex(text, dont_ignore=True):
+        for tok in tokens(text, keep_ignored=True):
             if tok.type == "WS":
                 continue
             pos = (tok.line, tok.column)

@@ -18,6 +18,7 @@ from .lexer import Count, Lexer, TooManyTokens
 from .postlex import Postlex
 
 MAX_SOURCE_BYTES = 1_000_000
+MAX_TOKENS = 75_000        # the most any parse reads: a compile's, over the spec and its imports, or fmt's
 MAX_INT_DIGITS = 40
 MAX_NESTING = 100          # levels of the parse tree; real specs use under 20
 RESERVED = "ops"           # `ops.NAME` always means the built-in op NAME
@@ -44,9 +45,10 @@ def _lexer() -> Lexer:
     return Lexer(_lark().parser.lexer.lexer)
 
 
-def tokens(text: str, count: Count | None = None):
-    """The tokens the parser reads: whitespace and comments dropped, labels joined, statement ``if``."""
-    return Postlex().process(_lexer().tokens(text, count=count))
+def tokens(text: str, count: Count | None = None, keep_ignored: bool = False):
+    """The tokens the parser reads: whitespace and comments dropped (unless ``keep_ignored``), labels joined,
+    statement ``if``: Lark's ``lex`` (``dont_ignore``) with the postlexer, faster."""
+    return Postlex().process(_lexer().tokens(text, keep_ignored=keep_ignored, count=count))
 
 
 # ---- syntax errors: what was found, what would have fitted, which bracket is open
@@ -203,8 +205,9 @@ def _depth_error(tree, file: str) -> ArchError | None:
 
 
 def parse(text: str, file: str = "<string>") -> ast.Module:
-    """Parse a whole spec file. Raises :class:`ArchError` for any bad input."""
-    return _parse(text, file, "start", Count())
+    """Parse a whole spec file of at most :data:`MAX_TOKENS` tokens. Raises :class:`ArchError` for any bad
+    input."""
+    return _parse(text, file, "start", Count(MAX_TOKENS))
 
 
 def parse_counted(text: str, file: str, max_tokens: int, total: int) -> tuple[ast.Module, int]:
@@ -217,7 +220,7 @@ def parse_counted(text: str, file: str, max_tokens: int, total: int) -> tuple[as
 
 def parse_expression(text: str, file: str = "<command line>") -> ast.Node:
     """Parse a single expression (the value of ``-D name=value``)."""
-    return _parse(text, file, "expression", Count())
+    return _parse(text, file, "expression", Count(MAX_TOKENS))
 
 
 def _parse(text: str, file: str, start: str, count: Count):
