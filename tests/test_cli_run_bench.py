@@ -391,3 +391,10 @@ def test_the_prune_bench_times_channels_last_beside_nchw_and_onnxruntime():
                             "batches": [1], "backends": list(BACKENDS), "runs": 1, "warmup": 0, "passes": "prune",
                             "rows": [row]})
     assert "eager channels-last speed-up b1" in text and "| m | 1 | eager channels-last |" in text
+
+
+def test_bench_prune_refuses_an_unknown_backend_with_a_diagnostic(capsys):
+    rc, out, err = run_cli(capsys, "bench-prune", "--backends", "eager,gpu")
+    assert rc == 1 and out == ""
+    assert err.strip() == ("error: --backends takes some of eager, eager channels-last, onnxruntime, separated by "
+                           "commas, but got 'eager,gpu'.")

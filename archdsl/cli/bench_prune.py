@@ -36,20 +36,21 @@ def _batches(text: str) -> tuple:
 
 
 def run(args) -> int:
-    from ..bench.prune import passive_waits
+    from ..bench.prune import BACKENDS, passive_waits
     passive_waits()                          # before anything imports torch
+    backends = tuple(s.strip() for s in args.backends.split(",") if s.strip())
+    unknown = [be for be in backends if be not in BACKENDS]
+    if unknown or not backends:
+        raise ArchError(f"--backends takes some of {', '.join(BACKENDS)}, separated by commas, but got "
+                        f"'{args.backends}'.")
     import importlib.util
     if importlib.util.find_spec("torch_pruning") is None:
         raise ArchError("archc bench-prune compares with Torch-Pruning, which is not installed: "
                         "pip install 'archdsl[bench]' (or torch-pruning>=1.6).")
     if args.runs < 1 or args.warmup < 0 or args.threads < 1:
         raise ArchError("--runs and --threads must be at least 1, and --warmup at least 0.")
-    from ..bench.prune import BACKENDS, format_markdown, run as bench
+    from ..bench.prune import format_markdown, run as bench
     models, batches = _models(args.models), _batches(args.batches)
-    backends = tuple(s.strip() for s in args.backends.split(",") if s.strip())
-    unknown = [be for be in backends if be not in BACKENDS]
-    if unknown or not backends:
-        raise ArchError(f"--backends takes some of {', '.join(BACKENDS)}, not '{', '.join(unknown) or args.backends}'.")
     result = bench(Path(args.zoo), models, args.passes, batches, args.warmup, args.runs, args.threads,
                    args.tp_round_to, progress=not args.no_progress, backends=backends)
     if args.json_out:
