@@ -13,6 +13,7 @@ import operator
 from ..diagnostics import ArchError, Note, Span, did_you_mean
 from ..ir import ops as op_registry
 from ..syntax import ast
+from ..syntax.parser import MAX_TOKENS
 from .aliases import suggest
 from .bounds import ValueBounds, ValueTooLarge
 from .values import (BUILTINS, MAX_INT_BITS, MAX_SEQUENCE, OPS, BuiltinError, FunctionRef, LayerRef, SeqValue,
@@ -116,8 +117,9 @@ class ExpressionMixin:
         self.tick(span)
 
     def tokens_left(self) -> int:
-        """How many more tokens of spec text the step budget can pay for."""
-        return max(0, self.max_steps - self.steps) // STEPS_PER_TOKEN
+        """How many more tokens of spec text may be read: what is left of :data:`MAX_TOKENS`, and at most what
+        the step budget can pay for."""
+        return max(0, min(MAX_TOKENS - self.tokens_read, (self.max_steps - self.steps) // STEPS_PER_TOKEN))
 
     def charge_tokens(self, n: int, span: Span) -> None:
         self.tokens_read += n

@@ -96,10 +96,10 @@ def _absolute(path: Path, span: Span | None) -> Path:
 class Loader:
     """Reads spec files once each and resolves their imports; owns the source texts for diagnostics."""
 
-    def __init__(self, evaluate_const, budget=None):
-        """``budget`` pays for the tokens read (:meth:`~archdsl.frontend.expressions.ExpressionMixin.charge`)."""
+    def __init__(self, evaluate_const, budget):
+        """``budget`` (the elaborator) pays for the tokens read
+        (:meth:`~archdsl.frontend.expressions.ExpressionMixin.charge_tokens`)."""
         self.budget = budget
-        self.tokens_read = 0
         self.sources: dict[str, str] = {}
         self.modules: dict[str, ModuleNS] = {}
         self._stack: list[tuple[str, Span | None]] = []
@@ -137,13 +137,8 @@ class Loader:
     # ---- internals
     def _parse(self, text: str, name: str) -> ast.Module:
         """Parse one file within what is left of the :data:`MAX_TOKENS` of a compile and of its step budget."""
-        left = MAX_TOKENS - self.tokens_read
-        if self.budget is not None:
-            left = min(left, self.budget.tokens_left())
-        module, n = parse_counted(text, name, left, MAX_TOKENS)
-        self.tokens_read += n
-        if self.budget is not None:
-            self.budget.charge_tokens(n, module.span)
+        module, n = parse_counted(text, name, self.budget.tokens_left(), MAX_TOKENS)
+        self.budget.charge_tokens(n, module.span)
         return module
 
     def _read(self, path: Path, span: Span | None) -> str:

@@ -29,12 +29,13 @@ class TooManyTokens(Exception):
 
 
 class Count:
-    """The tokens a :meth:`Lexer.tokens` call has produced so far, and how many it may produce."""
+    """The tokens a :meth:`Lexer.tokens` call has produced so far, how many it may produce (``limit``), and
+    the whole allowance that limit is what is left of (``total``, for messages)."""
 
     __slots__ = ("n", "limit", "total")
 
-    def __init__(self, limit: int | None = None):
-        self.n, self.limit, self.total = 0, limit, limit
+    def __init__(self, limit: int | None = None, total: int | None = None):
+        self.n, self.limit, self.total = 0, limit, limit if total is None else total
 
 
 class Lexer:

@@ -213,8 +213,7 @@ def parse(text: str, file: str = "<string>") -> ast.Module:
 def parse_counted(text: str, file: str, max_tokens: int, total: int) -> tuple[ast.Module, int]:
     """``(module, tokens read)``; a located error at the first token beyond ``max_tokens``, what is left of
     the ``total`` tokens a compile may read."""
-    count = Count(max_tokens)
-    count.total = total
+    count = Count(max_tokens, total)
     return _parse(text, file, "start", count), count.n
 
 
