@@ -45,13 +45,13 @@ import warnings
 from pathlib import Path
 from .host import loadavg, passive_waits  # noqa: F401  (re-exported for the CLI)
 from .host import machine as host_machine
+from ..diagnostics import ArchError
+from .runners import CPU_BACKENDS, TorchRunner, cpu_backends
 
 MODELS = (("vgg.arch", "vgg16"), ("alexnet.arch", "alexnet"), ("resnet.arch", "resnet50"))
 TARGET = 0.5
 ROWS = ("base", "lowrank", "lowrank-macs", "uniform", "torchvision", "tltorch")
-# PyTorch eager in its default NCHW memory order and in channels-last (NHWC, the weights and the input
-# converted: the order oneDNN's CPU convolutions compute in), and onnxruntime
-BACKENDS = ("eager", "eager channels-last", "onnxruntime")
+BACKENDS = CPU_BACKENDS
 BASE_OF = {"tltorch": "torchvision"}          # each row's speed-up is against this row (default: base)
 ZOO = Path(__file__).resolve().parents[2] / "zoo_specs"
 
@@ -153,16 +153,10 @@ def _ort_step(sess, x):
     return lambda: sess.run(None, {name: x})
 
 
-def _eager_step(module, x, channels_last: bool = False):
-    import torch
-    xt = torch.from_numpy(x)
-    if channels_last:
-        xt = xt.contiguous(memory_format=torch.channels_last)
-
-    def step():
-        with torch.inference_mode():
-            return module(xt)
-    return step
+def _eager_step(runner: TorchRunner, x):
+    """``runner``'s forward pass on ``x``, as a step that returns the output."""
+    runner.prepare([x])
+    return runner.step
 
 
 # ---- one model
@@ -243,22 +237,22 @@ def measure(row: dict, built: dict, graph, batches, warmup: int, runs: int, thre
     import copy
 
     import numpy as np
-    import torch
 
     from .timing import interleaved
     sessions = {k: ort_session(b, threads) for k, (_, _, b) in built.items() if b is not None} \
         if "onnxruntime" in backends else {}
-    nhwc = {k: copy.deepcopy(m).to(memory_format=torch.channels_last) for k, (_, m, _) in built.items()} \
+    nchw = {k: TorchRunner(m, label=k) for k, (_, m, _) in built.items()}
+    nhwc = {k: TorchRunner(copy.deepcopy(m), label=k, channels_last=True) for k, (_, m, _) in built.items()} \
         if "eager channels-last" in backends else {}
     lat = row.setdefault("latency", {})
     for batch in batches:
         stage(f"{row['model']}: batch {batch}")
         x = _inputs(graph, batch)
         steps = {}
-        for key, (_, module, _) in built.items():
-            steps[("eager", key)] = _eager_step(module, x)
+        for key in built:
+            steps[("eager", key)] = _eager_step(nchw[key], x)
             if key in nhwc:
-                steps[("eager channels-last", key)] = _eager_step(nhwc[key], x, channels_last=True)
+                steps[("eager channels-last", key)] = _eager_step(nhwc[key], x)
             if key in sessions:
                 steps[("onnxruntime", key)] = _ort_step(sessions[key], x)
         load0 = loadavg()
@@ -358,7 +352,7 @@ def run_layers(batches=(1, 8), warmup: int = 1, runs: int = 5, threads: int = 2,
                         macs += ci * co * k * k * h * h
                     module = torch.nn.Sequential(*mods).eval()
                     model[label] = (t, macs)
-                    steps[("eager", label)] = _eager_step(module, x)
+                    steps[("eager", label)] = _eager_step(TorchRunner(module, label=label), x)
                     data, _ = torch_onnx(module, torch.from_numpy(x[:1]))
                     steps[("onnxruntime", label)] = _ort_step(ort_session(data, threads), x)
                 stats = interleaved(steps, warmup, runs, bar.update)
@@ -522,10 +516,10 @@ def main(argv=None) -> int:
         res = run_layers(batches, max(1, args.warmup // 2), args.runs, args.threads, not args.no_progress)
         text = format_layers(res)
     else:
-        backends = tuple(s.strip() for s in args.backends.split(",") if s.strip())
-        unknown = [be for be in backends if be not in BACKENDS]
-        if unknown or not backends:
-            p.error(f"--backends takes some of {', '.join(BACKENDS)}, not {', '.join(unknown) or 'none'}")
+        try:
+            backends = cpu_backends(args.backends)
+        except ArchError as err:
+            p.error(err.message)
         res = run(ZOO, tuple(models), args.target, batches, args.warmup, args.runs, args.threads,
                   not args.no_tltorch, not args.no_progress, backends)
         text = format_markdown(res)

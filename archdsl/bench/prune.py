@@ -42,6 +42,7 @@ import warnings
 from pathlib import Path
 from .host import loadavg, passive_waits  # noqa: F401  (re-exported for the CLI)
 from .host import machine as host_machine
+from .runners import CPU_BACKENDS
 
 MODELS = (("resnet.arch", "resnet50"), ("densenet.arch", "densenet121"), ("googlenet.arch", "googlenet"),
           ("vgg.arch", "vgg16"))
@@ -49,8 +50,7 @@ PASSES = "prune{macs=0.5,criterion=l2,round_to=16}"
 TARGET = 0.5
 ROWS = ("base", "archdsl", "torchvision", "torch-pruning")   # per backend; speed-ups pair them as below
 PAIRS = {"archdsl": "base", "torch-pruning": "torchvision"}
-# PyTorch eager in NCHW and in channels-last (weights and inputs NHWC, as oneDNN's convolutions compute), onnxruntime
-BACKENDS = ("eager", "eager channels-last", "onnxruntime")
+BACKENDS = CPU_BACKENDS
 
 
 # ---- counting

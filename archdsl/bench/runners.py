@@ -126,6 +126,20 @@ def ort_providers(device: str) -> list:
     return ["CPUExecutionProvider"]
 
 
+# The CPU backends the compression benchmarks time side by side: PyTorch eager in its default NCHW memory
+# order and in channels-last (the weights and inputs NHWC, the order oneDNN's CPU convolutions compute in),
+# and onnxruntime.
+CPU_BACKENDS = ("eager", "eager channels-last", "onnxruntime")
+
+
+def cpu_backends(text: str) -> tuple:
+    """The backends a comma-separated ``--backends`` value names, in its order."""
+    backends = tuple(s.strip() for s in text.split(",") if s.strip())
+    if not backends or any(be not in CPU_BACKENDS for be in backends):
+        raise ArchError(f"--backends takes some of {', '.join(CPU_BACKENDS)}, separated by commas, but got '{text}'.")
+    return backends
+
+
 class TorchRunner:
     """A ``torch.nn.Module`` in eval mode under ``torch.inference_mode``."""
 
@@ -157,11 +171,13 @@ class TorchRunner:
             self._inputs = [x.contiguous(memory_format=self.torch.channels_last) if x.dim() == 4 else x
                             for x in self._inputs]
 
-    def step(self) -> None:
+    def step(self):
+        """One forward pass; returns the module's output."""
         with self.torch.inference_mode():
             self._out = self.module(*self._inputs)
         if self.device == "cuda":
             self.torch.cuda.synchronize()
+        return self._out
 
     def outputs(self) -> list:
         outs = self._out if isinstance(self._out, (tuple, list)) else [self._out]

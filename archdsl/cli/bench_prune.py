@@ -36,13 +36,10 @@ def _batches(text: str) -> tuple:
 
 
 def run(args) -> int:
-    from ..bench.prune import BACKENDS, passive_waits
+    from ..bench.prune import passive_waits
+    from ..bench.runners import cpu_backends
     passive_waits()                          # before anything imports torch
-    backends = tuple(s.strip() for s in args.backends.split(",") if s.strip())
-    unknown = [be for be in backends if be not in BACKENDS]
-    if unknown or not backends:
-        raise ArchError(f"--backends takes some of {', '.join(BACKENDS)}, separated by commas, but got "
-                        f"'{args.backends}'.")
+    backends = cpu_backends(args.backends)
     import importlib.util
     if importlib.util.find_spec("torch_pruning") is None:
         raise ArchError("archc bench-prune compares with Torch-Pruning, which is not installed: "
