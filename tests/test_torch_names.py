@@ -8,6 +8,8 @@ import torch
 import archdsl
 from archdsl.backends.torch_source import build_module, generate_source, load_source
 
+from zoo import forwards_agree
+
 
 def example(graph, batch=2, seed=0):
     gen = torch.Generator().manual_seed(seed)
@@ -55,15 +57,7 @@ model args(f: float = 0.5, s: float = 0.2, k: int = 2, d: int = 1, a: int = 1, b
 def agree(g, batch=2, train=False):
     built, ref = build_module(g), archdsl.to_torch(g)
     assert list(built.state_dict()) == list(ref.state_dict())
-    built.train(train)
-    ref.train(train)
-    x = example(g, batch)
-    with torch.no_grad():
-        torch.manual_seed(1)
-        a = built(x)
-        torch.manual_seed(1)
-        b = ref(x)
-    assert a.shape == b.shape and (a - b).abs().max().item() <= 1e-6
+    forwards_agree(built, ref, example(g, batch), tol=1e-6, seed=1, modes=(train,))
     return built
 
 
@@ -88,16 +82,7 @@ def test_model_parameters_used_in_forward_are_stored_by_the_constructor(tmp_path
     module = load_source(src)
     for change in [dict(s=0.3), dict(k=4), dict(a=0, b=2), dict(d=2), dict(t=1), dict(f=0.25)]:
         m, ref = module.Args(**change), archdsl.to_torch(archdsl.load(spec, **change))
-        x = example(g)
-        for mode in (False, True):
-            m.train(mode)
-            ref.train(mode)
-            with torch.no_grad():
-                torch.manual_seed(2)
-                a = m(x)
-                torch.manual_seed(2)
-                b = ref(x)
-            assert a.shape == b.shape and (a - b).abs().max().item() <= 1e-6, change
+        forwards_agree(m, ref, example(g), tol=1e-6, seed=2, what=change)
 
 
 # ---- labels that are not Python identifiers, or are nn.Module members
@@ -152,15 +137,6 @@ def labelled(kind):
     return relabel(archdsl.load(LABELLED), {f"p{k}": name for k, name in enumerate(LABELS[kind])})
 
 
-def outputs_agree(a, b, x):
-    for mode in (False, True):
-        a.train(mode)
-        b.train(mode)
-        with torch.no_grad():
-            assert (a(x) - b(x)).abs().max().item() <= 1e-5
-    assert a.training and b.training
-
-
 @pytest.mark.parametrize("kind", sorted(LABELS))
 def test_any_label_keeps_its_state_dict_key_in_both_backends(kind):
     g = labelled(kind)
@@ -171,11 +147,11 @@ def test_any_label_keeps_its_state_dict_key_in_both_backends(kind):
     keys = list(ref.state_dict())
     assert list(built.state_dict()) == keys
     assert set(keys) == set(g.params)
-    outputs_agree(built, ref, example(g))
+    forwards_agree(built, ref, example(g))
     fresh = getattr(load_source(src), "M")()                # the spec's own initialisation, no IR weights
     fresh.load_state_dict(ref.state_dict(), strict=True)
     ref.load_state_dict(built.state_dict(), strict=True)
-    outputs_agree(fresh, ref, example(g, seed=1))
+    forwards_agree(fresh, ref, example(g, seed=1))
 
 
 def test_labels_that_are_module_members_leave_the_members_alone():

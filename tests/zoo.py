@@ -122,6 +122,39 @@ def outputs_with_the_weights_of(g, ref, x, prefix: str = "", seed: int = 1):
         return ours(x), ref(x)
 
 
+def forwards_agree(a, b, x, tol: float = 1e-5, seed: int | None = None, modes=(False, True), what=None) -> None:
+    """``a(x)`` and ``b(x)`` (``nn.Module`` s) have one shape and agree within ``tol`` in each of ``modes``
+    (train or not). With ``seed``, each forward starts from ``torch.manual_seed(seed)``, so dropout and
+    stochastic depth draw the same masks in both."""
+    import torch
+    for train in modes:
+        a.train(train)
+        b.train(train)
+        with torch.no_grad():
+            if seed is not None:
+                torch.manual_seed(seed)
+            got = a(x)
+            if seed is not None:
+                torch.manual_seed(seed)
+            want = b(x)
+        assert got.shape == want.shape and (got - want).abs().max().item() <= tol, (what, train)
+    assert a.training == b.training == modes[-1]
+
+
+def torchvision_counts(file, model: str) -> dict:
+    """The totals of ``model``, checked against torchvision's weight metadata: ``meta["num_params"]``
+    exactly, ``meta["_ops"]`` (GMACs of the conv and linear layers) to its 3 decimals."""
+    import pytest
+
+    from archdsl.ir.stats import totals
+    torchvision = pytest.importorskip("torchvision")
+    meta = torchvision.models.get_model_weights(model).DEFAULT.meta
+    t = totals(archdsl.load(file, model))
+    assert t["params"] == meta["num_params"]
+    assert round(t["macs"] / 1e9, 3) == pytest.approx(meta["_ops"], abs=1e-9)
+    return t
+
+
 def assert_convs_kaiming_fan_out(g, min_size: int = 2000) -> None:
     """Every conv of ``g`` has no bias and, where it has at least ``min_size`` weights for the sample to
     mean something, the weight statistics of kaiming_normal(mode="fan_out"): mean 0, std sqrt(2 / fan_out)."""
