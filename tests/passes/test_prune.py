@@ -266,6 +266,20 @@ def test_a_mac_target_is_reached_globally():
     assert max(removed) <= 0.7 + 1e-9 and min(removed) < max(removed)    # not uniform: ranked globally
 
 
+def test_a_mac_target_is_not_overshot_by_the_last_round_to_step():
+    """With round_to=16 the threshold's last step removes 16-channel blocks from many groups at once
+    (ShuffleNetV2 landed at 0.466 of its MACs); the pass gives back what still fits under the target."""
+    g = load_small("shufflenet_v2.arch", "shufflenet_v2_x1_0", 64)
+    r = run_pipeline(g, "prune{macs=0.5,round_to=16}").reports[0]
+    assert 0.49 <= r.macs_after / r.macs_before <= 0.5
+    # the shuffle's groups are rounded, not the layers, and the report says where that shows
+    off = [row["layer"] for row in r.layers if row["channels_after"] != row["channels_before"]
+           and row["channels_after"] % 16]
+    assert off and r.actions[-1].startswith(
+        f"round_to=16 is not met by {len(off)} layers whose channels come from several groups (as after a "
+        f"channel shuffle): @{off[0]} (")
+
+
 def test_keep_patterns_are_never_pruned():
     g = load_small("resnet.arch", "resnet18", 32)
     r = run_pipeline(g, 'prune{ratio=0.5,keep="layer4,layer3.0.conv1"}').reports[0]
