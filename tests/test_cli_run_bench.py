@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -13,6 +14,7 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("tqdm")
 
 import archdsl  # noqa: E402
+from archdsl.backends.onnx_export import onnx_bytes  # noqa: E402
 from archdsl.bench.suite import LABELS, RATIO_LABELS, format_report  # noqa: E402
 from archdsl.bench.timing import percentile, summary  # noqa: E402
 from archdsl.cli import main  # noqa: E402
@@ -170,7 +172,30 @@ def test_bench_json_without_twin(capsys):
     assert res["skipped"]["torchvision"] == "torchvision has no model named 'stn_small'"
     assert "onnxruntime_latency_vs_torch" in res["ratios"]
     assert res["machine"]["cores"] >= 1 and res["machine"]["cpu"]
+    assert "isa" in res["machine"] and res["machine"]["OMP_WAIT_POLICY"] == os.environ["OMP_WAIT_POLICY"]
     assert "archc bench" in err            # the progress bar, on standard error
+
+
+def test_every_onnxruntime_timing_session_lets_idle_threads_sleep():
+    """The benchmarks and `archc run` time onnxruntime on shared machines: no spinning workers."""
+    from archdsl.bench.runners import OrtRunner
+    from archdsl.cli.eval import ort_session
+    model = onnx_bytes(archdsl.load(STN, model="stn_small"))
+    for session in (OrtRunner(model, "cpu", threads=2).session, ort_session(model, "cpu", 2)):
+        opts = session.get_session_options()
+        assert opts.intra_op_num_threads == 2 and opts.inter_op_num_threads == 1
+        for key in ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning"):
+            assert opts.get_session_config_entry(key) == "0"
+
+
+def test_bench_report_names_the_isa_and_the_wait_policy(capsys):
+    rc, out, err = run_cli(capsys, "bench", STN, "--model", "stn_small", "--runs", "1", "--warmup", "0",
+                           "--compile-repeat", "1", "--no-progress", "--no-twin")
+    assert rc == 0, err
+    machine_lines = out.splitlines()[1:3]
+    assert machine_lines[1].startswith("ISA ") and "(int8: " in machine_lines[1]
+    if os.environ["OMP_WAIT_POLICY"] == "PASSIVE":
+        assert "idle threads sleep (OMP_WAIT_POLICY=PASSIVE, onnxruntime allow_spinning=0)" in machine_lines[1]
 
 
 def test_bench_with_torchvision_twin(capsys):

@@ -5,7 +5,9 @@ OpenMP wait policy, which must be set before torch is imported.
 """
 from __future__ import annotations
 
+import datetime
 import os
+import platform
 import sys
 from pathlib import Path
 
@@ -43,12 +45,32 @@ def int8_isa(flags: set) -> str:
             else "AVX-VNNI" if "avx_vnni" in flags else "AVX2 only" if "avx2" in flags else "other")
 
 
-def machine(threads: int, packages=()) -> dict:
+def _base() -> dict:
+    import onnx
+    import onnxruntime
+    import torch
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def machine(threads: int | None, packages=()) -> dict:
     """CPU model and ISA flags, cores, threads, the wait policy, versions (with ``packages``), date, load."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from .suite import machine as base
-    info = base()
+    info = _base()
     flags = cpu_flags()
     info["isa"] = [f for f in ISA_FLAGS if f in flags]
     info["int8"] = int8_isa(flags)

@@ -184,32 +184,29 @@ class TorchRunner:
         return [o.detach().float().cpu().numpy() for o in outs]
 
 
-def quiet_session(model_bytes: bytes, threads: int):
-    """A CPU onnxruntime session for timing on a shared machine: ``threads`` intra-op threads, one inter-op
-    thread, and no spinning while waiting (a spinning pool turns milliseconds into seconds under load)."""
+def quiet_session(model_bytes: bytes, threads: int | None, providers: list | None = None):
+    """An onnxruntime session for timing on a shared machine: ``threads`` intra-op threads (None: onnxruntime's
+    choice), one inter-op thread, and no spinning while waiting (a spinning pool turns milliseconds into
+    seconds under load)."""
     import onnxruntime as ort
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads
+    opts.intra_op_num_threads = threads or 0
     opts.inter_op_num_threads = 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model_bytes, opts, providers=providers or ["CPUExecutionProvider"])
 
 
 class OrtRunner:
-    """An onnxruntime session; on CUDA, inputs and outputs are bound to the GPU (no copies timed)."""
+    """A :func:`quiet_session`; on CUDA, inputs and outputs are bound to the GPU (no copies timed)."""
 
     def __init__(self, model_bytes: bytes, device: str = "cpu", label: str = "onnxruntime",
                  threads: int | None = None):
         import onnxruntime as ort
         self.ort, self.device, self.label = ort, device, label
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            opts.intra_op_num_threads = threads
         self.threads = threads or os.cpu_count()
-        self.session = ort.InferenceSession(model_bytes, opts, providers=ort_providers(device))
+        self.session = quiet_session(model_bytes, threads, ort_providers(device))
         self._feeds, self._binding, self._out = {}, None, None
 
     @property

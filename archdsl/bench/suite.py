@@ -13,13 +13,10 @@ so a fast wrong backend shows.
 """
 from __future__ import annotations
 
-import datetime
 import gc
 import importlib
 import importlib.util
 import io
-import os
-import platform
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -29,6 +26,7 @@ import numpy as np
 
 from ..diagnostics import ArchError
 from ..frontend.layers import DEFAULT_MAX_NODES
+from .host import machine
 from .runners import OrtRunner, TorchRunner, check_torch_device, input_shapes, ort_providers, random_inputs
 from .timing import interleaved, repeat, summary
 
@@ -71,27 +69,6 @@ class BenchConfig:
     channels_last: bool = False        # every PyTorch row in NHWC memory order (weights and inputs)
 
 
-def machine() -> dict:
-    import onnx
-    import onnxruntime
-    import torch
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__,
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
-
-
 def _source_builder():
     """``build_module`` of the generated-source backend, or ``(None, reason)``."""
     if importlib.util.find_spec("archdsl.backends.torch_source") is None:
@@ -116,7 +93,7 @@ class _Bench:
     def __init__(self, cfg: BenchConfig, progress: bool):
         self.cfg = cfg
         self.result = {"spec": cfg.file, "model": None, "device": cfg.device, "batch": cfg.batch,
-                       "passes": cfg.passes, "threads": cfg.threads, "opset": None, "machine": machine(),
+                       "passes": cfg.passes, "threads": cfg.threads, "opset": None, "machine": machine(cfg.threads),
                        "compile_ms": {}, "latency": {}, "ratios": {}, "skipped": {}}
         self.progress, self.bar = progress, None
 
@@ -342,7 +319,11 @@ def format_report(res: dict) -> str:
              f"machine: {m['cpu']}, {m['cores']} cores" + (f", {m['gpu']}" if "gpu" in m else "")
              + f"; torch {m['torch']} ({res.get('threads') or m['torch_threads']} threads), onnxruntime "
              f"{m['onnxruntime']}{' (' + str(res['threads']) + ' threads)' if res.get('threads') else ''}, "
-             f"onnx {m['onnx']}; {m['date']}", ""]
+             f"onnx {m['onnx']}; {m['date']}",
+             f"ISA {' '.join(m['isa']) or 'baseline'} (int8: {m['int8']}); idle threads "
+             + ("sleep (OMP_WAIT_POLICY=PASSIVE, onnxruntime allow_spinning=0)" if m["OMP_WAIT_POLICY"] == "PASSIVE"
+                else f"of onnxruntime sleep, PyTorch's follow OMP_WAIT_POLICY={m['OMP_WAIT_POLICY']}")
+             + f"; load average {' '.join(map(str, m['loadavg_start'] or ['?']))}", ""]
     lines.append(f"{'compile (median ms)':<52}{'ms':>10}")
     for key, ms in sorted(res["compile_ms"].items(), key=lambda kv: list(LABELS).index(kv[0])):
         lines.append(f"  {LABELS[key]:<50}{ms:>10.1f}")

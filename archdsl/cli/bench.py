@@ -35,6 +35,8 @@ def _bench_artifact(args) -> int:
 
 
 def run(args) -> int:
+    from ..bench.host import passive_waits
+    passive_waits()                          # idle PyTorch threads sleep: set before anything imports torch
     from ..bench.artifacts import is_artifact
     if is_artifact(args.file):
         return _bench_artifact(args)

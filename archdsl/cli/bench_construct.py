@@ -24,6 +24,8 @@ def _models(text: str) -> tuple:
 def run(args) -> int:
     from tqdm import tqdm
 
+    from ..bench.host import passive_waits
+    passive_waits()                          # before anything imports torch
     from ..bench.construct import construct_rows
     models = _models(args.models)
     if args.runs < 1 or args.warmup < 0 or args.threads < 1:

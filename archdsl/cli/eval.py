@@ -18,14 +18,10 @@ BACKENDS = ("torch", "onnxruntime")
 
 
 def ort_session(model, device: str = "cpu", threads: int | None = None):
-    """An onnxruntime session of a model (bytes or a path)."""
-    import onnxruntime as ort
-    from ..bench.runners import ort_providers
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        opts.intra_op_num_threads = threads
-    return ort.InferenceSession(model, opts, providers=ort_providers(device.split(":")[0]))
+    """An onnxruntime session of a model (bytes or a path), whose idle threads sleep
+    (:func:`archdsl.bench.runners.quiet_session`: the compress report times it)."""
+    from ..bench.runners import ort_providers, quiet_session
+    return quiet_session(model, threads, ort_providers(device.split(":")[0]))
 
 
 def ort_predictor(session):

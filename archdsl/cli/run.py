@@ -22,6 +22,8 @@ def top_values(array: np.ndarray, k: int) -> list:
 
 
 def run(args) -> int:
+    from ..bench.host import passive_waits
+    passive_waits()                          # it times: idle PyTorch threads sleep (set before torch loads)
     from ..bench.runners import input_names, load_inputs, make_runner, random_inputs
     from ..bench.timing import latency
     for flag in ("batch", "runs", "top"):
