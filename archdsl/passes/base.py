@@ -99,6 +99,7 @@ class PassReport:
     rewritten: list[str] = field(default_factory=list)   # labels of kept nodes whose data or weights changed
     rewired: list[str] = field(default_factory=list)     # labels of kept nodes whose operands alone changed
     actions: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)       # what the user should know: a target missed, a fallback
     refused: list[Refusal] = field(default_factory=list)
     layers: list[dict] = field(default_factory=list)     # structured per-layer details, one dict per layer
     _touched: set = field(default_factory=set, repr=False, compare=False)
@@ -113,6 +114,11 @@ class PassReport:
 
     def did(self, action: str) -> None:
         self.actions.append(action)
+
+    def note(self, text: str) -> None:
+        """Something the user should read even in the short summary: a target out of reach, an option
+        that could not hold, a fallback taken (a full sentence)."""
+        self.notes.append(text)
 
     def touched(self, nid: int) -> None:
         """Record that a kept node was changed in a way the graph diff cannot see (its weights' values)."""
@@ -137,7 +143,7 @@ class PassReport:
         for row in self.layers:
             rest = ", ".join(f"{k}={_text(v)}" for k, v in row.items() if k != "layer")
             lines.append(f"  @{row['layer']}: {rest}")
-        return "\n".join(lines + [f"  refused {r}" for r in self.refused])
+        return "\n".join(lines + [f"  note: {n}" for n in self.notes] + [f"  refused {r}" for r in self.refused])
 
     def to_json(self) -> dict:
         return {"pass": self.pass_name, "modified": self.modified,
@@ -145,7 +151,8 @@ class PassReport:
                 "params_before": self.params_before, "params_after": self.params_after,
                 "macs_before": self.macs_before, "macs_after": self.macs_after,
                 "removed": list(self.removed), "added": list(self.added), "rewritten": list(self.rewritten),
-                "rewired": list(self.rewired), "actions": list(self.actions), "layers": list(self.layers),
+                "rewired": list(self.rewired), "actions": list(self.actions), "notes": list(self.notes),
+                "layers": list(self.layers),
                 "refused": [{"node": r.node, "op": r.op, "reason": r.reason,
                              "location": str(r.span) if r.span else None} for r in self.refused]}
 

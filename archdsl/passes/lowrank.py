@@ -492,8 +492,8 @@ class LowRank(Pass):
                 break
         if lam is None:
             lam = lams[-1]
-            report.did(f"the MAC target {self.macs:g} is out of reach: the cheapest allocation keeps "
-                       f"{macs_of(choose(lam)) / total:.3f} of the MACs")
+            report.note(f"The MAC target macs={self.macs:g} is out of reach: the cheapest allocation keeps "
+                        f"{macs_of(choose(lam)) / total:.3f} of the MACs.")
         choice = self._fill(choose(lam), errs, times, macs, target - others_macs)
         return ({i: table[i][k][0] for i, k in enumerate(choice)},
                 {i: (table[i][0][2], table[i][k][2]) for i, k in enumerate(choice)})

@@ -224,18 +224,27 @@ class Prune(Pass):
                 n = _removed_count(groups[gi].size, math.floor(self.ratio * groups[gi].size + 1e-9), self.round_to)
                 removal[gi] = np.sort(np.argsort(score[gi], kind="stable")[:n])
         else:
-            removal = self._by_macs(plan, groups, cands, score)
+            removal = self._by_macs(plan, groups, cands, score, report)
         removal = {gi: u for gi, u in removal.items() if len(u)}
         if not removal:
+            largest = max(groups[gi].size for gi in cands)
+            why = (f"round_to={self.round_to} keeps every group whole (each keeps a multiple of {self.round_to} "
+                   f"channels, and the largest prunable group has {largest})" if self.round_to >= largest else
+                   f"ratio={self.ratio:g} removes no channel from any group (floor(ratio x channels) is 0 up to the "
+                   f"largest prunable group, {largest} channels)" if self.ratio is not None else
+                   f"round_to={self.round_to} and max_ratio={self.max_ratio:g} leave no channel to remove")
+            report.note(f"Nothing was pruned: {why}.")
             return False
         self._apply(graph, plan, groups, removal, report)
         for gi, how in zip(cands, used):
             if how != self.criterion and gi in removal:
-                report.did(f"group {gi} ({_names(graph, groups[gi])}) was ranked by {how}")
+                report.note(f"Group {gi} ({_names(graph, groups[gi])}) has no {self.criterion} score, so it was "
+                            f"ranked by {how}.")
         return True
 
-    def _by_macs(self, plan: _Plan, groups, cands, score) -> dict:
-        target = self.macs * plan.macs({})
+    def _by_macs(self, plan: _Plan, groups, cands, score, report: PassReport) -> dict:
+        total = plan.macs({})
+        target = self.macs * total
         norm = {gi: score[gi] / (score[gi].mean() or 1.0) for gi in cands}
         ranked = {gi: np.argsort(norm[gi], kind="stable") for gi in cands}
         thresholds = np.unique(np.concatenate([norm[gi] for gi in cands]))
@@ -251,7 +260,10 @@ class Prune(Pass):
             return out
 
         lo, hi = 0, len(thresholds)            # the smallest k whose removal reaches the target
-        if plan.macs(removal_at(hi)) > target:
+        if (least := plan.macs(removal_at(hi))) > target:
+            report.note(f"The MAC target macs={self.macs:g} is out of reach: removing max_ratio={self.max_ratio:g} "
+                        f"of every prunable group (round_to={self.round_to}) keeps {least / total:.3f} of the MACs, "
+                        f"so the pass stopped there; raise max_ratio or lower round_to to go further.")
             return removal_at(hi)              # as far as max_ratio allows
         while lo < hi:
             mid = (lo + hi) // 2
@@ -329,10 +341,10 @@ class Prune(Pass):
             off = [row for row in report.layers if row["channels_after"] != row["channels_before"]
                    and row["channels_after"] % self.round_to]
             if off:
-                report.did(f"round_to={self.round_to} is not met by {len(off)} layers whose channels come from several "
-                           f"groups (as after a channel shuffle): " +
-                           ", ".join(f"@{r['layer']} ({r['channels_after']})" for r in off[:4]) +
-                           (", ..." if len(off) > 4 else ""))
+                report.note(f"round_to={self.round_to} is not met by {len(off)} layers whose channels come from "
+                            f"several groups (as after a channel shuffle): " +
+                            ", ".join(f"@{r['layer']} ({r['channels_after']})" for r in off[:4]) +
+                            (", ..." if len(off) > 4 else "") + ".")
 
 
 def _matches(scope: str, patterns) -> bool:

@@ -461,3 +461,11 @@ def test_zoo_model_passes_lowrank_and_every_backend(file, model):
         module = archdsl.to_torch(new, load_weights=False).eval()
         out = module(*[torch.empty((1, *new.data(i)["shape"][1:])) for i in new.inputs])
     assert tuple(out.shape[1:]) == tuple(new.data(new.outputs[0])["shape"][1:])
+
+
+def test_an_unreachable_mac_target_is_a_note_in_the_summary():
+    g = load_small("resnet.arch", "resnet18", 32)
+    r = run_pipeline(g, "lowrank{macs=0.01}").reports[0]
+    note = (f"The MAC target macs=0.01 is out of reach: the cheapest allocation keeps "
+            f"{r.macs_after / r.macs_before:.3f} of the MACs.")
+    assert r.notes == [note] and f"  note: {note}" in r.summary().splitlines()

@@ -275,7 +275,7 @@ def test_a_mac_target_is_not_overshot_by_the_last_round_to_step():
     # the shuffle's groups are rounded, not the layers, and the report says where that shows
     off = [row["layer"] for row in r.layers if row["channels_after"] != row["channels_before"]
            and row["channels_after"] % 16]
-    assert off and r.actions[-1].startswith(
+    assert off and r.notes[-1].startswith(
         f"round_to=16 is not met by {len(off)} layers whose channels come from several groups (as after a "
         f"channel shuffle): @{off[0]} (")
 
@@ -356,3 +356,29 @@ def test_the_emitted_spec_has_the_pruned_macs_and_takes_the_pruned_weights(file,
     xs = inputs_for(spec)
     for a, b in zip(outputs(spec, xs), outputs(pruned, xs)):
         assert np.array_equal(a, b)
+
+
+# ---- what the report tells the user ---------------------------------------------------------------
+
+def test_an_unreachable_mac_target_is_a_note_in_the_summary():
+    g = load_small("resnet.arch", "resnet18", 32)
+    r = run_pipeline(g, "prune{macs=0.01}").reports[0]
+    kept = r.macs_after / r.macs_before
+    note = (f"The MAC target macs=0.01 is out of reach: removing max_ratio=0.8 of every prunable group "
+            f"(round_to=1) keeps {kept:.3f} of the MACs, so the pass stopped there; raise max_ratio or lower "
+            f"round_to to go further.")
+    assert r.notes == [note] and r.modified and kept > 0.01
+    assert f"  note: {note}" in r.summary().splitlines()
+    assert r.to_json()["notes"] == [note]
+
+
+@pytest.mark.parametrize("passes,why", [
+    ("prune{ratio=0.3,round_to=1024}", "round_to=1024 keeps every group whole (each keeps a multiple of 1024 "
+                                       "channels, and the largest prunable group has 512)"),
+    ("prune{ratio=0.001}", "ratio=0.001 removes no channel from any group (floor(ratio x channels) is 0 up to the "
+                           "largest prunable group, 512 channels)"),
+])
+def test_a_prune_that_removes_nothing_says_why(passes, why):
+    g = load_small("resnet.arch", "resnet18", 32)
+    r = run_pipeline(g, passes).reports[0]
+    assert not r.modified and r.notes == [f"Nothing was pruned: {why}."]
