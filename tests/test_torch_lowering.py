@@ -290,3 +290,56 @@ def test_bench_construct_reports_all_three_ways(capsys):
     assert {"to_torch_ms", "old_ms", "torchvision_ms", "speedup", "vs_torchvision"} <= set(row)
     assert main(["bench-construct", "--models", "resnet18"]) == 1
     assert "--models expects FILE.arch:MODEL pairs" in capsys.readouterr().err
+
+
+# ---- SeparableMaxPool2d: the max pool of CPU inference ---------------------------------------------
+
+def _maxpool_cases():
+    for (h, w) in [(7, 7), (8, 9), (15, 13), (1, 5), (28, 28)]:
+        for k in (1, 2, 3, 5):
+            for s in (1, 2, 3):
+                for p in range(k // 2 + 1):
+                    for ceil in (False, True):
+                        if k <= h + 2 * p and k <= w + 2 * p:
+                            yield (h, w), k, s, p, ceil
+
+
+def test_the_separable_max_pool_equals_pytorchs_bit_for_bit():
+    """Every kernel, stride, padding and ceil_mode, with NaN and -inf in the input: the same values
+    and shapes as F.max_pool2d, and the same for the generated source's function form."""
+    import torch.nn.functional as F
+    pool = CLASSES["SeparableMaxPool2d"].pool
+    gen = torch.Generator().manual_seed(0)
+    checked = 0
+    for (h, w), k, s, p, ceil in _maxpool_cases():
+        x = torch.randn(2, 3, h, w, generator=gen)
+        x[0, 0, 0, 0], x[1, 2, -1, -1] = float("nan"), float("-inf")
+        with torch.no_grad():
+            want = F.max_pool2d(x, k, s, p, ceil_mode=ceil)
+            got = pool(x, k, s, p, 1, ceil)
+        assert got.shape == want.shape and got.is_contiguous(), (h, w, k, s, p, ceil)
+        assert torch.equal(got.isnan(), want.isnan()) and torch.equal(got.nan_to_num(7.0), want.nan_to_num(7.0))
+        checked += 1
+    assert checked == 216
+
+
+def test_the_separable_max_pool_leaves_training_cuda_layouts_and_export_to_pytorch(monkeypatch):
+    """Gradients (PyTorch's: one index per window), channels-last and dilated inputs go to F.max_pool2d,
+    and an exported program holds aten.max_pool2d, not the passes."""
+    import torch.nn.functional as F
+    cls = CLASSES["SeparableMaxPool2d"]
+    calls = []
+    real = F.max_pool2d
+    monkeypatch.setattr(F, "max_pool2d", lambda *a, **k: calls.append(1) or real(*a, **k))
+    m = cls(3, 2, 1)
+    x = torch.randn(2, 4, 9, 9, requires_grad=True)
+    m(x).sum().backward()
+    assert len(calls) == 1
+    with torch.no_grad():
+        m(x.contiguous(memory_format=torch.channels_last))
+        cls(3, 2, 1, dilation=2)(x)
+        m(x)
+    assert len(calls) == 3                     # the last, NCHW without autograd, took the separable passes
+    monkeypatch.setattr(F, "max_pool2d", real)
+    ep = torch.export.export(torch.nn.Sequential(m).eval(), (torch.randn(1, 4, 9, 9),))
+    assert "aten.max_pool2d.default" in {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}

@@ -434,8 +434,8 @@ LOWERINGS: dict[str, Lowering] = {
     "lrn": Lowering(Module("LocalResponseNorm", (("size", ...),), (("alpha", 1e-4), ("beta", 0.75), ("k", 1.0))),
                     text=lambda c: f"F.local_response_norm({c.a}, {c.e('size')}, {c.e('alpha')}, {c.e('beta')}, "
                                    f"{c.e('k')})"),
-    "maxpool": Lowering(Module("MaxPool2d", kwargs=_POOL_ARGS + (("dilation", 1), ("ceil_mode", False))),
-                        text=_pool_text("F.max_pool2d"), keeps_output=False),
+    "maxpool": Lowering(Module("SeparableMaxPool2d", kwargs=_POOL_ARGS + (("dilation", 1), ("ceil_mode", False))),
+                        text=_pool_text("SeparableMaxPool2d.pool"), keeps_output=False),
     "avgpool": Lowering(Module("AvgPool2d", kwargs=_POOL_ARGS + (("ceil_mode", False), ("count_include_pad", True))),
                         text=_pool_text("F.avg_pool2d"), keeps_output=False),
     "adaptive_avgpool": Lowering(Module("AdaptiveAvgPool2d", (("output_size", ...),)),
