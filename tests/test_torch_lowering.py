@@ -4,6 +4,9 @@ Both PyTorch forms (``to_torch`` and the generated source) are checked against a
 NumPy reference of ONNX QuantizeLinear/DequantizeLinear: the integer tensors must
 be equal, the dequantised values within one float32 rounding.
 """
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -292,7 +295,7 @@ def test_bench_construct_reports_all_three_ways(capsys):
     assert "--models expects FILE.arch:MODEL pairs" in capsys.readouterr().err
 
 
-# ---- SeparableMaxPool2d: the max pool of CPU inference ---------------------------------------------
+# ---- StridedMaxPool2d and StridedAvgPool2d: the pools of CPU inference --------------------------
 
 def _maxpool_cases():
     for (h, w) in [(7, 7), (8, 9), (15, 13), (1, 5), (28, 28)]:
@@ -304,11 +307,11 @@ def _maxpool_cases():
                             yield (h, w), k, s, p, ceil
 
 
-def test_the_separable_max_pool_equals_pytorchs_bit_for_bit():
+def test_the_strided_max_pool_equals_pytorchs_bit_for_bit():
     """Every kernel, stride, padding and ceil_mode, with NaN and -inf in the input: the same values
     and shapes as F.max_pool2d, and the same for the generated source's function form."""
     import torch.nn.functional as F
-    pool = CLASSES["SeparableMaxPool2d"].pool
+    pool = CLASSES["StridedMaxPool2d"].pool
     gen = torch.Generator().manual_seed(0)
     checked = 0
     for (h, w), k, s, p, ceil in _maxpool_cases():
@@ -323,13 +326,45 @@ def test_the_separable_max_pool_equals_pytorchs_bit_for_bit():
     assert checked == 216
 
 
-def test_the_separable_max_pool_leaves_training_cuda_layouts_and_export_to_pytorch(monkeypatch):
+def test_the_strided_average_pool_equals_pytorchs_bit_for_bit(monkeypatch):
+    """Every kernel, stride, padding, ceil_mode and count_include_pad, and divisor_override: PyTorch's
+    shapes, divisors and order of summation, so the same values (on one thread, where the sums run)."""
+    import torch.nn.functional as F
+    windows = CLASSES["PoolWindows"]
+    strided = []
+    padded = windows.padded
+    monkeypatch.setattr(windows, "padded", staticmethod(lambda *a: strided.append(1) or padded(*a)))
+    pool = CLASSES["StridedAvgPool2d"].pool
+    gen = torch.Generator().manual_seed(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        checked = 0
+        for (h, w), k, s, p, ceil in _maxpool_cases():
+            x = torch.randn(2, 3, h, w, generator=gen)
+            for include, override in ((True, None), (False, None), (True, 7)):
+                with torch.no_grad():
+                    want = F.avg_pool2d(x, k, s, p, ceil, include, override)
+                    got = pool(x, k, s, p, ceil, include, override)
+                assert got.shape == want.shape and got.is_contiguous(), (h, w, k, s, p, ceil, include, override)
+                assert torch.equal(got, want), (h, w, k, s, p, ceil, include, override)
+                checked += 1
+        assert checked == len(strided) == 3 * 216
+        torch.set_num_threads(2)
+        with torch.no_grad():
+            pool(torch.randn(1, 2, 8, 8), 2)
+        assert len(strided) == 3 * 216            # on two threads, PyTorch's parallel kernel
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_the_strided_pools_leave_training_layouts_and_export_to_pytorch(monkeypatch):
     """Gradients (PyTorch's: one index per window), channels-last and dilated inputs go to F.max_pool2d,
     and an exported program holds aten.max_pool2d, not the passes."""
     import torch.nn.functional as F
-    cls = CLASSES["SeparableMaxPool2d"]
+    cls = CLASSES["StridedMaxPool2d"]
     calls = []
-    real = F.max_pool2d
+    real, real_avg = F.max_pool2d, F.avg_pool2d
     monkeypatch.setattr(F, "max_pool2d", lambda *a, **k: calls.append(1) or real(*a, **k))
     m = cls(3, 2, 1)
     x = torch.randn(2, 4, 9, 9, requires_grad=True)
@@ -339,7 +374,21 @@ def test_the_separable_max_pool_leaves_training_cuda_layouts_and_export_to_pytor
         m(x.contiguous(memory_format=torch.channels_last))
         cls(3, 2, 1, dilation=2)(x)
         m(x)
-    assert len(calls) == 3                     # the last, NCHW without autograd, took the separable passes
+    assert len(calls) == 3                     # the last, NCHW without autograd, took the strided passes
     monkeypatch.setattr(F, "max_pool2d", real)
-    ep = torch.export.export(torch.nn.Sequential(m).eval(), (torch.randn(1, 4, 9, 9),))
-    assert "aten.max_pool2d.default" in {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
+    avg = CLASSES["StridedAvgPool2d"](3, 2, 1)
+    ep = torch.export.export(torch.nn.Sequential(m, avg).eval(), (torch.randn(1, 4, 9, 9),))
+    targets = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
+    assert {"aten.max_pool2d.default", "aten.avg_pool2d.default"} <= targets
+    monkeypatch.setattr(F, "avg_pool2d", lambda *a, **k: calls.append(1) or real_avg(*a, **k))
+    avg(x).sum().backward()                    # autograd: PyTorch's kernel
+    assert len(calls) == 4
+
+
+def test_the_generated_source_carries_the_pool_classes_and_their_helper():
+    g = archdsl.load(Path(__file__).parents[1] / "zoo_specs" / "densenet.arch", model="densenet121")
+    src = generate_source(g)
+    assert re.findall(r"^class (\w+)", src, re.M)[:3] == ["PoolWindows", "StridedMaxPool2d", "StridedAvgPool2d"]
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(build_module(g).eval()(x), archdsl.to_torch(g).eval()(x))

@@ -69,7 +69,7 @@ def test_the_same_spec_gives_the_same_bytes():
 def test_resnet50_has_one_class_per_block_definition():
     src = generate_source(archdsl.load(ZOO / "resnet.arch", "resnet50"))
     assert re.findall(r"^class (\w+)\((.*)\):", src, re.M) == [
-        ("SeparableMaxPool2d", "nn.MaxPool2d"), ("Bottleneck", "nn.Module"), ("Resnet50", "nn.Module")]
+        ("StridedMaxPool2d", "nn.MaxPool2d"), ("Bottleneck", "nn.Module"), ("Resnet50", "nn.Module")]
     assert "import archdsl" not in src and "from archdsl" not in src
     for line in ["        self.conv3 = nn.Conv2d(planes, planes * 4, kernel_size=1, bias=False)",
                  "        self.bn3 = nn.BatchNorm2d(planes * 4)",
@@ -85,7 +85,7 @@ def test_resnet50_has_one_class_per_block_definition():
 def test_densenet121_rolls_its_dense_blocks_into_loops():
     src = generate_source(archdsl.load(ZOO / "densenet.arch", "densenet121"))
     classes = re.findall(r"^class (\w+)\(", src, re.M)
-    assert classes == ["SeparableMaxPool2d", "DenseLayer", "DenseBlock", "Transition", "DensenetFeatures", "Densenet121"]
+    assert classes == ["StridedMaxPool2d", "StridedAvgPool2d", "DenseLayer", "DenseBlock", "Transition", "DensenetFeatures", "Densenet121"]
     assert "        for i in range(num_layers):" in src
     assert 'f"denselayer{i + 1}",' in src and "DenseLayer(in_channels + i * growth, growth, bn_size)" in src
     assert "nn.Conv2d(in_channels, growth * bn_size, kernel_size=1, bias=False)" in src

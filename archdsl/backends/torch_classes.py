@@ -43,7 +43,7 @@ CONSTRUCT_CLASS = {"seq": "Sequence", "parallel": "Parallel", "dense": "DenseBlo
 # ``getattr`` appear in generated code) are never argument or variable names either
 RESERVED = {"nn", "F", "torch", "Tensor", "OrderedDict", "partial", "rename_keys", "self", "super", "WEIGHTS",
             "load_weights", "LayerNorm2d", "Permute", "StochasticDepth",
-            "SeparableMaxPool2d"} | {n for n in dir(builtins) if not n.startswith("__")}
+            "PoolWindows", "StridedMaxPool2d", "StridedAvgPool2d"} | {n for n in dir(builtins) if not n.startswith("__")}
 # attributes of a module that a child must not be stored under: nn.Module's and nn.Sequential's
 # methods and properties, the attributes every instance has (``training``, ``_modules``) and those
 # PyTorch sets later (``torch.compile``, backward hooks)

@@ -11,13 +11,17 @@ and only when it uses them, so the file still imports nothing but torch.
 * ``StochasticDepth``: torchvision.ops.StochasticDepth, with the same random draws: in
   training, ``noise = empty([N, 1, ...] or [1, ...]).bernoulli_(1 - p)``, divided by 1 - p
   when that is above 0, times x; the identity in inference.
-* ``SeparableMaxPool2d``: ``nn.MaxPool2d``, computed on the CPU, in inference, for NCHW
-  float tensors as two passes of elementwise maxima over strided views (along the width,
-  then the height) of the input padded with -inf. A max over a k x k window is the max over
-  its rows of the max over each row, so the result is the same, NaN included (both
-  propagate it); PyTorch's NCHW max-pool kernel is 3 to 10 times slower than these passes
-  (and than its own channels-last kernel). Anywhere else (autograd, CUDA, channels-last,
-  dilation, torch.compile and torch.export) it is ``F.max_pool2d``.
+* ``StridedMaxPool2d`` and ``StridedAvgPool2d``: ``nn.MaxPool2d`` and ``nn.AvgPool2d``,
+  computed on the CPU, in inference, for NCHW float tensors from strided views of the
+  input (padded with -inf, or 0), because PyTorch's NCHW pooling kernels are 2 to 10 times
+  slower than elementwise passes over those views (and than its own channels-last kernels).
+  The max pool takes two passes of maxima, along the width and then the height: a max over
+  a k x k window is the max over its rows of the max over each row, so the result is the
+  same, NaN included (both propagate it). The average pool adds the window's k x k views
+  in PyTorch's order (row by row) and divides by PyTorch's divisor, so it is the same too.
+  Anywhere else (autograd, CUDA, channels-last, dilation, half precision for the average,
+  torch.compile and torch.export) they are ``F.max_pool2d`` and ``F.avg_pool2d``.
+  ``PoolWindows`` holds what the two share.
 """
 from __future__ import annotations
 
@@ -71,46 +75,111 @@ class StochasticDepth(nn.Module):
         return x * noise
 
 
-class SeparableMaxPool2d(nn.MaxPool2d):
+class PoolWindows:
+    """What the strided pools share: when they apply, the output size, the padding, and one pass."""
+
+    @staticmethod
+    def pair(v) -> tuple:
+        return (v, v) if isinstance(v, int) else tuple(v)
+
+    @staticmethod
+    def applies(x: Tensor) -> bool:
+        """CPU inference on an NCHW float tensor, outside torch.compile and torch.export."""
+        return (x.device.type == "cpu" and x.dim() == 4 and x.is_floating_point() and x.is_contiguous()
+                and not (torch.is_grad_enabled() and x.requires_grad)
+                and not torch.compiler.is_compiling() and not torch.compiler.is_exporting())
+
+    @staticmethod
+    def length(n: int, k: int, s: int, p: int, ceil_mode: bool) -> int:
+        """PyTorch's output length: with ceil_mode, the last window must start inside the input or the
+        left padding."""
+        span = n + 2 * p - k
+        out = (-(-span // s) if ceil_mode else span // s) + 1
+        return out - 1 if ceil_mode and (out - 1) * s >= n + p else out
+
+    @staticmethod
+    def padded(x: Tensor, k: tuple, s: tuple, p: tuple, ceil_mode: bool, value: float) -> tuple:
+        """``(x padded with value so that every window lies inside, (out height, out width))``."""
+        (h, w), (kh, kw), (sh, sw), (ph, pw) = x.shape[2:], k, s, p
+        ho, wo = PoolWindows.length(h, kh, sh, ph, ceil_mode), PoolWindows.length(w, kw, sw, pw, ceil_mode)
+        right, bottom = max(0, (wo - 1) * sw + kw - w - pw), max(0, (ho - 1) * sh + kh - h - ph)
+        if pw or ph or right or bottom:
+            x = F.pad(x, (pw, right, ph, bottom), value=value)
+        return x, (ho, wo)
+
+    @staticmethod
+    def max_along(x: Tensor, dim: int, k: int, s: int, n: int) -> Tensor:
+        """The elementwise max of the ``k`` views ``x[..., j : j + (n - 1) s + 1 : s]`` along ``dim``."""
+        def view(j):
+            return x.narrow(dim, j, (n - 1) * s + 1)[(slice(None),) * dim + (slice(None, None, s),)]
+
+        out = view(0)
+        for j in range(1, k):
+            out = torch.maximum(out, view(j)) if j == 1 else torch.maximum(out, view(j), out=out)
+        return out if k > 1 else out.contiguous()
+
+
+class StridedMaxPool2d(nn.MaxPool2d):
     """``nn.MaxPool2d``; in CPU inference on NCHW floats, two passes of elementwise maxima (same result)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return SeparableMaxPool2d.pool(x, self.kernel_size, self.stride, self.padding, self.dilation,
+        return StridedMaxPool2d.pool(x, self.kernel_size, self.stride, self.padding, self.dilation,
                                        self.ceil_mode)
 
     @staticmethod
     def pool(x: Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False) -> Tensor:
-        def pair(v):
-            return (v, v) if isinstance(v, int) else tuple(v)
-
+        pair = PoolWindows.pair
         k, s, p, d = pair(kernel_size), pair(stride or kernel_size), pair(padding), pair(dilation)
-        if (x.device.type != "cpu" or x.dim() != 4 or not x.is_floating_point() or d != (1, 1)
-                or not x.is_contiguous() or (torch.is_grad_enabled() and x.requires_grad)
-                or torch.compiler.is_compiling() or torch.compiler.is_exporting()):
+        if d != (1, 1) or not PoolWindows.applies(x):
             return F.max_pool2d(x, k, s, p, d, ceil_mode)
+        x, (ho, wo) = PoolWindows.padded(x, k, s, p, ceil_mode, float("-inf"))
+        rows = PoolWindows.max_along(x, 3, k[1], s[1], wo)
+        return PoolWindows.max_along(rows, 2, k[0], s[0], ho)
 
-        def length(n: int, k: int, s: int, p: int) -> int:
-            span = n + 2 * p - k
-            out = (-(-span // s) if ceil_mode else span // s) + 1
-            return out - 1 if ceil_mode and (out - 1) * s >= n + p else out
 
-        (h, w), (kh, kw), (sh, sw), (ph, pw) = x.shape[2:], k, s, p
-        ho, wo = length(h, kh, sh, ph), length(w, kw, sw, pw)
-        right, bottom = max(0, (wo - 1) * sw + kw - w - pw), max(0, (ho - 1) * sh + kh - h - ph)
-        if pw or ph or right or bottom:
-            x = F.pad(x, (pw, right, ph, bottom), value=float("-inf"))
-        rows = SeparableMaxPool2d.along(x, 3, kw, sw, wo)
-        return SeparableMaxPool2d.along(rows, 2, kh, sh, ho)
+class StridedAvgPool2d(nn.AvgPool2d):
+    """``nn.AvgPool2d``; in CPU inference on NCHW float32/float64, sums of strided views (same result)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return StridedAvgPool2d.pool(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                                     self.count_include_pad, self.divisor_override)
 
     @staticmethod
-    def along(x: Tensor, dim: int, k: int, s: int, n: int) -> Tensor:
-        """The max of the ``k`` views ``x[..., j : j + (n - 1) s + 1 : s, ...]`` along ``dim``."""
-        out = x.narrow(dim, 0, (n - 1) * s + 1)[(slice(None),) * dim + (slice(None, None, s),)]
-        for j in range(1, k):
-            view = x.narrow(dim, j, (n - 1) * s + 1)[(slice(None),) * dim + (slice(None, None, s),)]
-            out = torch.maximum(out, view) if j == 1 else torch.maximum(out, view, out=out)
-        return out if k > 1 else out.contiguous()
+    def pool(x: Tensor, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
+             count_include_pad: bool = True, divisor_override=None) -> Tensor:
+        pair = PoolWindows.pair
+        k, s, p = pair(kernel_size), pair(stride or kernel_size), pair(padding)
+        # k x k additions are k x k operators: on several threads each wakes the pool, and PyTorch's
+        # parallel kernel is faster; on one, the additions are 2 to 3 times faster than its kernel
+        if (x.dtype not in (torch.float32, torch.float64) or torch.get_num_threads() > 1
+                or not PoolWindows.applies(x)):
+            return F.avg_pool2d(x, k, s, p, ceil_mode, count_include_pad, divisor_override)
+        n = x.shape[2:]
+        x, out = PoolWindows.padded(x, k, s, p, ceil_mode, 0.0)
+        sums = None                      # PyTorch's order: the window's elements row by row
+        for a in range(k[0]):
+            rows = x.narrow(2, a, (out[0] - 1) * s[0] + 1)[:, :, ::s[0]]
+            for b in range(k[1]):
+                view = rows.narrow(3, b, (out[1] - 1) * s[1] + 1)[:, :, :, ::s[1]]
+                sums = view.clone() if sums is None else sums.add_(view)
+        if divisor_override:
+            return sums / divisor_override
+
+        def counts(i: int) -> list:
+            # PyTorch's divisor along one dimension: the window clipped to the padded input, and with
+            # count_include_pad=False to the input itself
+            starts = [o * s[i] - p[i] for o in range(out[i])]
+            ends = [min(a + k[i], n[i] + p[i]) for a in starts]
+            if not count_include_pad:
+                starts, ends = [max(a, 0) for a in starts], [min(e, n[i]) for e in ends]
+            return [e - a for a, e in zip(starts, ends)]
+
+        rows, cols = counts(0), counts(1)
+        if len(set(rows)) == 1 and len(set(cols)) == 1:
+            return sums / (rows[0] * cols[0])
+        return sums / (torch.tensor(rows, dtype=sums.dtype)[:, None] * torch.tensor(cols, dtype=sums.dtype))
 
 
-CLASSES = {cls.__name__: cls for cls in (LayerNorm2d, Permute, StochasticDepth, SeparableMaxPool2d)}
+CLASSES = {cls.__name__: cls for cls in (LayerNorm2d, Permute, StochasticDepth, PoolWindows, StridedMaxPool2d,
+                                             StridedAvgPool2d)}
 SOURCES = {name: inspect.getsource(cls).rstrip("\n") for name, cls in CLASSES.items()}

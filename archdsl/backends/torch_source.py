@@ -841,6 +841,19 @@ def class_texts(analysis: Analysis, uses: set, hide_defaults: bool = False) -> d
     return out
 
 
+def _layers_used(text: str) -> list:
+    """The classes of :mod:`.torch_layers` that ``text`` uses, with those their own code uses, in
+    the order of that file."""
+    def uses(code: str) -> set:
+        return {name for name in LAYER_SOURCES if re.search(rf"(?<![\w.]){name}[(.]", code)}
+
+    used, todo = set(), uses(text)
+    while todo:
+        used |= todo
+        todo = set().union(*(uses(LAYER_SOURCES[name]) for name in todo)) - used
+    return [name for name in LAYER_SOURCES if name in used]
+
+
 def generate_source(graph: Graph, weights_file: str | None = None) -> str:
     """The standalone PyTorch source of ``graph`` (deterministic).
 
@@ -875,7 +888,7 @@ def generate_source(graph: Graph, weights_file: str | None = None) -> str:
         text = RENAME_SOURCE + "\n\n\n" + text
     if imports:
         imports.append("")
-    used = [name for name in LAYER_SOURCES if re.search(rf"(?<![\w.]){name}[(.]", text)]
+    used = _layers_used(text)
     if used:                                   # torch.nn lacks these layers: their classes come first
         text = "\n\n\n".join(LAYER_SOURCES[name] for name in used) + "\n\n\n" + text
     imports.append("import torch")
