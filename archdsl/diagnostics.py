@@ -7,7 +7,7 @@ followed by the source line and a caret under the span.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 import difflib
 from typing import Iterable, Mapping
 

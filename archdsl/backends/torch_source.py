@@ -292,7 +292,7 @@ class ClassWriter:
             else:
                 exprs.append("\n".join(self.seq_expr(e[2], nested, labels + (n,))))
         inner = indent + INDENT
-        lines = [f"nn.Sequential("]
+        lines = ["nn.Sequential("]
         if positional:
             i = 0
             while i < len(exprs):

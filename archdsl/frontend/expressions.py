@@ -10,7 +10,7 @@ import inspect
 import math
 import operator
 
-from ..diagnostics import ArchError, Note, Span, did_you_mean
+from ..diagnostics import ArchError, Span, did_you_mean
 from ..ir import ops as op_registry
 from ..syntax import ast
 from ..syntax.parser import MAX_TOKENS

@@ -22,7 +22,7 @@ from ..ir.params import Param
 from ..ir.shape_rules import ShapeError, fmt
 from ..syntax import ast
 from .aliases import suggest
-from .binding import Slot, Value, bind
+from .binding import Slot, bind
 from .expressions import STEPS_PER_NODE, Env
 from .values import BUILTINS, OPS, FunctionRef, LayerRef, SeqValue, TensorRef, is_layer, show, type_name
 

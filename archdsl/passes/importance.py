@@ -56,7 +56,7 @@ def _gradients(graph: Graph, ctx: PassContext, samples: int) -> tuple[dict, dict
     import torch
     import torch.nn.functional as F
     from ..backends.torch_module import to_torch
-    data = ctx.require_data("prune", "the taylor and obd criteria (gradients of the loss)")
+    ctx.require_data("prune", "the taylor and obd criteria (gradients of the loss)")
     module = to_torch(graph).eval()
     params = dict(module.named_parameters())
     gsum = {k: torch.zeros_like(p) for k, p in params.items()}
