@@ -377,7 +377,9 @@ def format_markdown(res: dict) -> str:
                 cells.append(f"{la[0][0]:.1f} -> {la[1][0]:.1f}" if la and la[0] and la[1] else "-")
                 lines.append("| " + " | ".join(cells) + " |")
     lines.append("\nA/A: the unpruned network twice (archdsl's module or ONNX over torchvision's), timed in the "
-                 "same rounds: how far two equal rows drift apart on this machine.")
+                 "same rounds: how far two equal rows drift apart on this machine. In PyTorch eager archdsl's "
+                 "modules pool faster than torchvision's (StridedMaxPool2d), so there it reads below 1 where max "
+                 "pools weigh.")
     for row in res["rows"]:
         for what, why in row.get("skipped", {}).items():
             lines.append(f"\n{row['model']}: no {what} row: {why}")
