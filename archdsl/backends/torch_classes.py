@@ -33,6 +33,7 @@ from torch import nn
 from ..ir import ops as op_registry
 from ..ir.graph import Graph
 from .torch_exprs import Lin, infer, is_int
+from .torch_layers import CLASSES as LAYER_CLASSES
 from .torch_lowering import Same, factory_dtype, lowering
 
 # registry channel kinds whose output has the first input's channel count ("mix": softmax, LRN keep the shape)
@@ -41,9 +42,8 @@ CONSTRUCT_CLASS = {"seq": "Sequence", "parallel": "Parallel", "dense": "DenseBlo
                    "stn": "SpatialTransformer"}
 # names the generated file defines or uses besides its classes; Python's built-ins (``int``, ``range``,
 # ``getattr`` appear in generated code) are never argument or variable names either
-RESERVED = {"nn", "F", "torch", "Tensor", "OrderedDict", "partial", "rename_keys", "self", "super", "WEIGHTS",
-            "load_weights", "LayerNorm2d", "Permute", "StochasticDepth",
-            "PoolWindows", "StridedMaxPool2d", "StridedAvgPool2d"} | {n for n in dir(builtins) if not n.startswith("__")}
+RESERVED = ({"nn", "F", "torch", "Tensor", "OrderedDict", "partial", "rename_keys", "self", "super", "WEIGHTS",
+             "load_weights"} | set(LAYER_CLASSES) | {n for n in dir(builtins) if not n.startswith("__")})
 # attributes of a module that a child must not be stored under: nn.Module's and nn.Sequential's
 # methods and properties, the attributes every instance has (``training``, ``_modules``) and those
 # PyTorch sets later (``torch.compile``, backward hooks)

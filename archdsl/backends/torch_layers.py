@@ -108,14 +108,17 @@ class PoolWindows:
         return x, (ho, wo)
 
     @staticmethod
-    def max_along(x: Tensor, dim: int, k: int, s: int, n: int) -> Tensor:
-        """The elementwise max of the ``k`` views ``x[..., j : j + (n - 1) s + 1 : s]`` along ``dim``."""
-        def view(j):
-            return x.narrow(dim, j, (n - 1) * s + 1)[(slice(None),) * dim + (slice(None, None, s),)]
+    def strided(x: Tensor, dim: int, j: int, s: int, n: int) -> Tensor:
+        """The view ``x[..., j : j + (n - 1) s + 1 : s]`` along ``dim``: the ``j``-th element of ``n`` windows."""
+        return x.narrow(dim, j, (n - 1) * s + 1)[(slice(None),) * dim + (slice(None, None, s),)]
 
-        out = view(0)
+    @staticmethod
+    def max_along(x: Tensor, dim: int, k: int, s: int, n: int) -> Tensor:
+        """The elementwise max of the ``k`` views ``strided(x, dim, j, s, n)``."""
+        out = PoolWindows.strided(x, dim, 0, s, n)
         for j in range(1, k):
-            out = torch.maximum(out, view(j)) if j == 1 else torch.maximum(out, view(j), out=out)
+            view = PoolWindows.strided(x, dim, j, s, n)
+            out = torch.maximum(out, view) if j == 1 else torch.maximum(out, view, out=out)
         return out if k > 1 else out.contiguous()
 
 
@@ -124,7 +127,7 @@ class StridedMaxPool2d(nn.MaxPool2d):
 
     def forward(self, x: Tensor) -> Tensor:
         return StridedMaxPool2d.pool(x, self.kernel_size, self.stride, self.padding, self.dilation,
-                                       self.ceil_mode)
+                                     self.ceil_mode)
 
     @staticmethod
     def pool(x: Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False) -> Tensor:
@@ -158,9 +161,9 @@ class StridedAvgPool2d(nn.AvgPool2d):
         x, out = PoolWindows.padded(x, k, s, p, ceil_mode, 0.0)
         sums = None                      # PyTorch's order: the window's elements row by row
         for a in range(k[0]):
-            rows = x.narrow(2, a, (out[0] - 1) * s[0] + 1)[:, :, ::s[0]]
+            rows = PoolWindows.strided(x, 2, a, s[0], out[0])
             for b in range(k[1]):
-                view = rows.narrow(3, b, (out[1] - 1) * s[1] + 1)[:, :, :, ::s[1]]
+                view = PoolWindows.strided(rows, 3, b, s[1], out[1])
                 sums = view.clone() if sums is None else sums.add_(view)
         if divisor_override:
             return sums / divisor_override

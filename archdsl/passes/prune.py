@@ -293,9 +293,8 @@ class Prune(Pass):
             offers.append((-(worth / added) if added > 0 else -math.inf, gi))
         for _, gi in sorted(offers):
             trial = {**removal, gi: restored(gi)}
-            macs = plan.macs(trial)
-            if macs <= target:
-                removal, now = trial, macs
+            if plan.macs(trial) <= target:
+                removal = trial
         return removal
 
     def _apply(self, graph: Graph, plan: _Plan, groups, removal: dict, report: PassReport) -> None:
