@@ -572,15 +572,15 @@ class Analysis:
 
     def _infer_rows(self, cls, j, it, present, atoms, extras, envs, channels) -> None:
         """Arguments of the layers of a dense loop, as expressions of the class's arguments and ``i``."""
-        rows = [(dict(env, i=i), inst.items[k].rows[i]) for env, inst, k in present
+        rows = [(dict(env, i=i), inst.items[k].rows[i], inst) for env, inst, k in present
                 for i in range(len(inst.items[k].rows))]
-        row_envs = [env for env, _ in rows]
+        row_envs = [env for env, _, _ in rows]
         words = self._words(Item(it.name, (), None, it.unit, (), ()))
         construct = cls.kind not in ("block", "model")
         params = sorted(it.unit.cls.params, key=lambda p: p.kind == "channels")
         for p in params:
             if p.kind == "channels":
-                outs = [self.graph.data(child.outputs[0])["shape"][1] for _, child in rows]
+                outs = [self.graph.data(child.outputs[0])["shape"][1] for _, child, _ in rows]
                 growth = infer(outs, row_envs, atoms + extras, (), set(atoms + extras) - channel_atoms_of(cls))
                 start = channels(it.inputs[0])
                 hint = None
@@ -593,21 +593,34 @@ class Analysis:
                 hints = (hint,)
             else:
                 hints = ()
-            values = [child.values[p.name] for _, child in rows]
+            values = [child.values[p.name] for _, child, _ in rows]
             expr = infer(values, row_envs, atoms + extras + ["i"], hints,
                          None if words is None else words.get(p.name, set()))
             if expr is None or (construct and expr.is_const and p.kind != "channels"):
-                name = self._fresh(p.name, atoms + extras + ["i", "num_layers"])
-                extras.append(name)
-                if words is not None and p.name in words:
-                    cls.lifted[name] = words[p.name]
-                for env, inst in zip(envs, cls.insts):
-                    k = cls.maps[id(inst)][j]
-                    env[name] = inst.items[k].rows[0].values[p.name] if k is not None else values[0]
-                for env, _ in rows:
-                    env[name] = values[0]
-                expr = Lin.of(("atom", name)) if is_int(values[0]) else _AtomRef(name)
+                expr = self._lift_row(cls, j, p, words, atoms, extras, envs, rows)
             cls.exprs[(j, ("row", p.name))] = expr
+
+    def _lift_row(self, cls, j, p, words, atoms, extras, envs, rows) -> Lin:
+        """A dense loop's layer argument that no expression gives, as a new argument of the class: one value
+        where every layer of an instance has the same, else a table with one entry per layer (a pruned
+        block's widths), read as ``name[i]``."""
+        name = self._fresh(p.name, atoms + extras + ["i", "num_layers"])
+        extras.append(name)
+        if words is not None and p.name in words:
+            cls.lifted[name] = words[p.name]
+        tables = {}
+        for env, inst in zip(envs, cls.insts):
+            k = cls.maps[id(inst)][j]
+            tables[id(inst)] = tuple(r.values[p.name] for r in inst.items[k].rows) if k is not None else ()
+        per_layer = any(len(set(map(_typed, t))) > 1 for t in tables.values())
+        for env, inst in zip(envs, cls.insts):
+            t = tables[id(inst)]
+            env[name] = t if per_layer else (t[0] if t else rows[0][1].values[p.name])
+        for env, _, inst in rows:
+            env[name] = tables[id(inst)] if per_layer else tables[id(inst)][0]
+        if per_layer:
+            return _RowRef(name)
+        return Lin.of(("atom", name)) if is_int(env[name]) else _AtomRef(name)
 
     @staticmethod
     def _fresh(name: str, taken) -> str:
@@ -721,6 +734,23 @@ class _AtomRef(Lin):
 
     def eval(self, env):
         return env[self.terms[0][0][1]]
+
+
+class _RowRef(Lin):
+    """Layer ``i``'s entry of a table argument of a dense loop: ``name[i]``."""
+
+    def __init__(self, name: str):
+        super().__init__(((("atom", name), 1),), 0)
+
+    def eval(self, env):
+        return env[self.terms[0][0][1]][env["i"]]
+
+    def render(self) -> str:
+        return f"{self.terms[0][0][1]}[i]"
+
+    def renamed(self, names: dict) -> "Lin":
+        name = self.terms[0][0][1]
+        return _RowRef(names.get(name, name))
 
 
 def _typed(v) -> tuple:
