@@ -418,6 +418,25 @@ def test_the_prune_bench_times_channels_last_beside_nchw_and_onnxruntime():
     assert "eager channels-last speed-up b1" in text and "| m | 1 | eager channels-last |" in text
 
 
+def test_the_prune_bench_checks_onnxruntime_alone_against_untimed_eager_runs():
+    from archdsl.backends.onnx_export import onnx_bytes
+    from archdsl.bench.prune import measure, ort_runner
+    from archdsl.bench.runners import TorchRunner
+    from archdsl.passes.pipeline import run_pipeline
+    g = archdsl.load(SMALL_CNN)
+    graphs = {"base": g, "archdsl": run_pipeline(g, "prune{ratio=0.5}").graph}
+    eager = {k: TorchRunner(archdsl.to_torch(v)) for k, v in graphs.items()}
+    runners = {"onnxruntime": {k: ort_runner(onnx_bytes(v), 1, k) for k, v in graphs.items()}}
+    row = {"model": "m", "archdsl": {"macs_ratio": 0.3, "params_ratio": 0.3}, "torch-pruning": {"failed": "x"}}
+    measure(row, runners, g, (1,), 0, 1, references=eager)
+    assert list(row["latency"]) == ["onnxruntime"]
+    for name in graphs:
+        assert row["latency"]["onnxruntime"][name]["1"]["max_rel_diff"] <= 1e-4
+    # a wrong reference shows: the pruned network's outputs against the unpruned one's
+    measure(row, runners, g, (1,), 0, 1, references={"base": eager["base"], "archdsl": eager["base"]})
+    assert row["latency"]["onnxruntime"]["archdsl"]["1"]["max_rel_diff"] > 1e-3
+
+
 def test_bench_prune_refuses_an_unknown_backend_with_a_diagnostic(capsys):
     rc, out, err = run_cli(capsys, "bench-prune", "--backends", "eager,gpu")
     assert rc == 1 and out == ""

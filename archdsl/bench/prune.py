@@ -172,8 +172,9 @@ def _rel_diff(a, b) -> float | None:
 
 def prepare_model(zoo: Path, file: str, name: str, passes: str, threads: int, target: float = TARGET,
                   tp_round_to: int | None = None, opset: int = 20, stage=None, backends=BACKENDS) -> tuple:
-    """``(row, {backend: {key: runner}}, graph)`` for one model, unmeasured: the row holds MACs, parameters
-    and widths; ``graph`` is the unpruned IR (for the inputs)."""
+    """``(row, {backend: {key: runner}}, graph, eager)`` for one model, unmeasured: the row holds MACs,
+    parameters and widths; ``graph`` is the unpruned IR (for the inputs); ``eager`` the eager runners, the
+    reference every backend's outputs are checked against, timed or not."""
     import torch
 
     from ..api import load
@@ -234,7 +235,7 @@ def prepare_model(zoo: Path, file: str, name: str, passes: str, threads: int, ta
     nhwc = {k: TorchRunner(copy.deepcopy(r.module), "cpu", r.label, threads, channels_last=True)
             for k, r in eager.items()} if "eager channels-last" in backends else {}
     groups = {"eager": eager, "eager channels-last": nhwc, "onnxruntime": ort}
-    return row, {be: groups[be] for be in backends}, graph
+    return row, {be: groups[be] for be in backends}, graph, eager
 
 
 def _inputs(graph, batch: int, seed: int = 0):
@@ -246,8 +247,12 @@ def _widths(report) -> list:
     return [r["channels_after"] for r in report.layers if r.get("op") == "conv"]
 
 
-def measure(row: dict, runners: dict, graph, batches, warmup: int, runs: int, tick=None, stage=None) -> dict:
-    """Round-robin latencies of every runner at every batch size; fills ``row['latency']`` and the speed-ups."""
+def measure(row: dict, runners: dict, graph, batches, warmup: int, runs: int, tick=None, stage=None,
+            references: dict | None = None) -> dict:
+    """Round-robin latencies of every runner at every batch size; fills ``row['latency']`` and the speed-ups.
+
+    Outputs are checked against the eager runners: those of ``runners``, or where eager is not timed those
+    of ``references``, run once untimed."""
     from .timing import interleaved
     lat = row.setdefault("latency", {})
     for batch in batches:
@@ -263,6 +268,11 @@ def measure(row: dict, runners: dict, graph, batches, warmup: int, runs: int, ti
         load0 = loadavg()
         stats = interleaved(steps, warmup, runs, tick)
         outs = {k: runners[k[0]][k[1]].outputs() for k in steps}
+        for name, r in (references or {}).items():
+            if ("eager", name) not in outs:
+                r.prepare([x])
+                r.step()
+                outs[("eager", name)] = r.outputs()
         for (backend, name), st in stats.items():
             # onnxruntime against the same network eager; torchvision eager against the unpruned IR
             same = ("eager", name) if backend != "eager" else ("eager", "base") if name == "torchvision" else None
@@ -304,14 +314,14 @@ def run(zoo: Path = Path("zoo_specs"), models=MODELS, passes: str = PASSES, batc
         def stage(text):
             bar.set_postfix_str(text, refresh=True)
         for file, name in models:
-            row, runners, graph = prepare_model(Path(zoo), file, name, passes, threads, TARGET, tp_round_to,
-                                                stage=stage, backends=backends)
+            row, runners, graph, eager = prepare_model(Path(zoo), file, name, passes, threads, TARGET,
+                                                       tp_round_to, stage=stage, backends=backends)
             bar.update(4)
             steps = sum(len(g) for g in runners.values())
             bar.total += len(batches) * (warmup + runs) * (steps - 8)
-            measure(row, runners, graph, batches, warmup, runs, tick=bar.update, stage=stage)
+            measure(row, runners, graph, batches, warmup, runs, tick=bar.update, stage=stage, references=eager)
             result["rows"].append(row)
-            del runners, graph
+            del runners, graph, eager
             gc.collect()
     result["machine"]["loadavg_end"] = loadavg()
     result["machine"]["date_end"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
