@@ -613,14 +613,15 @@ class Analysis:
             k = cls.maps[id(inst)][j]
             tables[id(inst)] = tuple(r.values[p.name] for r in inst.items[k].rows) if k is not None else ()
         per_layer = any(len(set(map(_typed, t))) > 1 for t in tables.values())
+        sample = rows[0][1].values[p.name]
         for env, inst in zip(envs, cls.insts):
             t = tables[id(inst)]
-            env[name] = t if per_layer else (t[0] if t else rows[0][1].values[p.name])
+            env[name] = t if per_layer else (t[0] if t else sample)
         for env, _, inst in rows:
             env[name] = tables[id(inst)] if per_layer else tables[id(inst)][0]
         if per_layer:
             return _RowRef(name)
-        return Lin.of(("atom", name)) if is_int(env[name]) else _AtomRef(name)
+        return Lin.of(("atom", name)) if is_int(sample) else _AtomRef(name)
 
     @staticmethod
     def _fresh(name: str, taken) -> str:
