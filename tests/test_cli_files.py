@@ -85,6 +85,17 @@ def test_ir_output_must_be_json_so_the_tensors_do_not_overwrite_it(capsys, spec,
     assert not list(tmp_path.glob("g.*"))
 
 
+@pytest.mark.parametrize("name,target,words", [("m.onnx", "onnx", "ONNX"), ("m.py", "torch-src", "PyTorch source"),
+                                               ("m.pt", "torch", "a saved PyTorch module")])
+def test_opt_sends_a_generated_output_name_to_compile(capsys, spec, tmp_path, name, target, words):
+    rc, out, err = cli(capsys, "opt", spec, "--passes", "fold-bn", "-o", tmp_path / name)
+    assert rc == 1 and out == ""
+    assert err.strip() == (f"{tmp_path / name}: error: archc opt writes the optimised IR (.json) or, with --emit "
+                           f"arch, a spec (.arch), not {words}; to run the passes and write {words}, give archc "
+                           f"compile the same arguments and --target {target}.")
+    assert not (tmp_path / name).exists()
+
+
 # ---- a saved IR wherever a spec goes ---------------------------------------------------------------
 
 @pytest.fixture

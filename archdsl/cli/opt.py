@@ -11,11 +11,14 @@ import json
 import sys
 from pathlib import Path
 
-from ..diagnostics import ArchError
+from ..diagnostics import ArchError, Span
 from .common import SAVED_IR, add_pass_args, add_spec_args, load_graph, output_path, run_passes, writing, \
     write_spec_weights
 
 EMITS = ("ir", "arch-stats", "report", "arch")
+# what an output name asks for that `archc compile` writes, not `archc opt`: (--target, in words)
+GENERATED = {".onnx": ("onnx", "ONNX"), ".py": ("torch-src", "PyTorch source"),
+             ".pt": ("torch", "a saved PyTorch module")}
 
 
 def run(args) -> int:
@@ -28,6 +31,11 @@ def run(args) -> int:
     if spec_out and args.emit != "arch":
         raise ArchError(f"-o {args.output} names a spec file; add --emit arch to write the optimised graph as a "
                         "spec, or give -o a .json name to save the IR.")
+    target = GENERATED.get(Path(args.output).suffix) if args.output is not None else None
+    if target is not None:
+        raise ArchError(f"archc opt writes the optimised IR (.json) or, with --emit arch, a spec (.arch), not "
+                        f"{target[1]}; to run the passes and write {target[1]}, give archc compile the same "
+                        f"arguments and --target {target[0]}.", Span.of_file(Path(args.output)))
     out = None
     if args.output is not None:
         inputs = (args.file, args.weights)

@@ -19,6 +19,7 @@ similarity). ``--verify`` holds each pass to it, comparing with the pass's own i
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import re
 import typing
 from dataclasses import dataclass, field
@@ -63,6 +64,42 @@ def registry() -> dict[str, type["Pass"]]:
 
 def option_type(cls, name: str) -> type:
     return typing.get_type_hints(cls)[name]
+
+
+class OptionError(ValueError):
+    """An option value, or a combination of options, that a pass refuses (raised by its ``__post_init__``).
+    ``option`` names the option whose value the pipeline's diagnostic points at; None points at the pass."""
+
+    def __init__(self, message: str, option: str | None = None):
+        super().__init__(message)
+        self.option = option
+
+
+def listing(names, last: str = "and") -> str:
+    """``a, b and c`` (or ``a, b or c``) for an option's allowed values in a message."""
+    names = list(names)
+    return f"{', '.join(names[:-1])} {last} {names[-1]}" if len(names) > 1 else "".join(names)
+
+
+def scope_patterns(text: str | None) -> list[str]:
+    """The patterns of a ``keep``-style option: comma-separated scopes or shell wildcards over them."""
+    return [p.strip() for p in (text or "").split(",") if p.strip()]
+
+
+def in_scopes(scope: str, patterns) -> bool:
+    """Whether ``scope`` is one of ``patterns``, inside one (``layer1`` holds ``layer1.0.conv1``) or
+    matches one as a shell wildcard (``*.conv1``)."""
+    return any(fnmatch.fnmatchcase(scope, p) or scope.startswith(p + ".") or scope == p for p in patterns)
+
+
+def note_unmatched(graph: Graph, patterns, option: str, report: "PassReport") -> None:
+    """A note for every pattern of ``option`` that names no node of ``graph`` (a typo keeps nothing)."""
+    scopes = [n.scope for n in graph.nodes() if n.scope]
+    example = next((n.scope for n in graph.nodes() if n.op in ("conv", "linear") and n.scope), "conv1")
+    for p in patterns:
+        if not any(in_scopes(s, [p]) for s in scopes):
+            report.note(f"The {option} pattern '{p}' matches no layer, so it keeps nothing; patterns are scopes "
+                        f"such as '{example}', the scopes inside one, or shell wildcards over them ('*.conv1').")
 
 
 def node_label(graph: Graph, nid: int) -> str:

@@ -97,7 +97,6 @@ considered and left dense are refused with the reason.
 """
 from __future__ import annotations
 
-import fnmatch
 import math
 from dataclasses import dataclass, field
 
@@ -107,7 +106,7 @@ from ..ir import ops
 from ..ir.graph import Graph, NewNode
 from ..ir.shape_rules import numel
 from . import factorize as fz
-from .base import Pass, PassReport, register
+from .base import OptionError, Pass, PassReport, in_scopes, listing, note_unmatched, register, scope_patterns
 from .context import PassContext
 
 METHODS = ("auto", "tucker2", "cp", "svd")
@@ -345,30 +344,25 @@ class LowRank(Pass):
 
     def __post_init__(self):
         if self.method not in METHODS:
-            raise ValueError(f"there is no method '{self.method}'; the methods are {', '.join(METHODS)}")
+            raise OptionError(f"there is no method '{self.method}'; the methods are {listing(METHODS)}.", "method")
         given = [n for n, v in (("ratio", self.ratio), ("energy", self.energy), ("vbmf", self.vbmf or None),
                                 ("macs", self.macs)) if v is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one rank rule: ratio= (a fraction of each mode's channels), energy= (a "
-                             "fraction of the squared singular values), vbmf=true or macs= (a fraction of the "
-                             "model's MACs kept), as in lowrank{ratio=0.5}" +
-                             (f"; got {' and '.join(given)}" if given else ""))
-        if self.ratio is not None and not 0.0 < self.ratio <= 1.0:
-            raise ValueError(f"ratio must be above 0 and at most 1, but it is {self.ratio:g}")
-        if self.energy is not None and not 0.0 < self.energy <= 1.0:
-            raise ValueError(f"energy must be above 0 and at most 1, but it is {self.energy:g}")
-        if self.macs is not None and not 0.0 < self.macs <= 1.0:
-            raise ValueError(f"macs must be above 0 and at most 1, but it is {self.macs:g}")
+            raise OptionError("give exactly one rank rule: ratio= (a fraction of each mode's channels), energy= (a "
+                              "fraction of the squared singular values), vbmf=true or macs= (a fraction of the "
+                              "model's MACs kept), as in lowrank{ratio=0.5}" +
+                              (f"; got {' and '.join(given)}." if given else "."))
+        for name, low, value in (("ratio", "above 0", self.ratio), ("energy", "above 0", self.energy),
+                                 ("macs", "above 0", self.macs)):
+            if value is not None and not 0.0 < value <= 1.0:
+                raise OptionError(f"{name} must be {low} and at most 1, but it is {value:g}.", name)
         if self.min_gain < 0:
-            raise ValueError(f"min_gain must be at least 0, but it is {self.min_gain:g}")
-        if self.round_to is not None and self.round_to < 1:
-            raise ValueError(f"round_to must be at least 1, but it is {self.round_to}")
-        if self.iters is not None and self.iters < 0:
-            raise ValueError(f"iters must be at least 0, but it is {self.iters}")
+            raise OptionError(f"min_gain must be at least 0, but it is {self.min_gain:g}.", "min_gain")
+        for name, least, value in (("round_to", 1, self.round_to), ("iters", 0, self.iters), ("batch", 1, self.batch)):
+            if value is not None and value < least:
+                raise OptionError(f"{name} must be at least {least}, but it is {value}.", name)
         if self.cost not in COSTS:
-            raise ValueError(f"there is no cost '{self.cost}'; the costs are {', '.join(COSTS)}")
-        if self.batch < 1:
-            raise ValueError(f"batch must be at least 1, but it is {self.batch}")
+            raise OptionError(f"there is no cost '{self.cost}'; the costs are {listing(COSTS)}.", "cost")
 
     def expected_error(self) -> float:
         """Lossy by design; exact (to rounding) only at full rank, with SVD or Tucker-2."""
@@ -384,10 +378,11 @@ class LowRank(Pass):
         return None if layer.pointwise else self.method
 
     def _candidates(self, graph: Graph, report: PassReport) -> list[Layer]:
-        patterns = [p.strip() for p in (self.keep or "").split(",") if p.strip()]
+        patterns = scope_patterns(self.keep)
+        note_unmatched(graph, patterns, "keep", report)
         out = []
         for n in graph.nodes():
-            if n.op not in ("conv", "linear") or _matches(n.scope, patterns):
+            if n.op not in ("conv", "linear") or in_scopes(n.scope, patterns):
                 continue
             if n.op == "conv" and n.attrs["groups"] > 1:
                 kind = "depthwise" if n.attrs["groups"] == graph.data(n.inputs[0])["shape"][1] else "grouped"
@@ -573,5 +568,3 @@ def _describe(plan: Plan) -> str:
     return f"{name} at rank{'s' if len(plan.ranks) > 1 else ''} {', '.join(map(str, plan.ranks))}"
 
 
-def _matches(scope: str, patterns) -> bool:
-    return any(fnmatch.fnmatchcase(scope, p) or scope.startswith(p + ".") or scope == p for p in patterns)

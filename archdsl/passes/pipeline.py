@@ -136,7 +136,10 @@ class _Parser:
         try:
             return cls(**kwargs)
         except ValueError as err:
-            raise self.error(f"Pass '{cls.name}': {err}", start, end) from None
+            # an OptionError names the option at fault: point at its value where the text gives one
+            where = given.get(getattr(err, "option", None))
+            raise self.error(f"Pass '{cls.name}': {err}", *((where[2], where[3]) if where else (start, end))) \
+                from None
 
     def convert(self, cls, key: str, value: str, kind: str, vs: int, ve: int):
         typ = option_type(cls, key)

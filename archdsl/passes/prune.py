@@ -24,7 +24,8 @@ prunable group (uniform, local ranking). ``macs=m`` instead keeps a fraction
 (so groups compare), and one global threshold ``t`` is raised until the MACs
 of the pruned model (counted exactly, from the new shapes through the
 registry's MAC rules) fall to ``m`` times the original, removing at most
-``floor(max_ratio * n)`` units of any group. ``round_to=k`` keeps each group's
+``floor(max_ratio * n)`` units of any group (0.8 unless given; ``max_ratio``
+with ``ratio`` is refused, as there every group loses the same fraction). ``round_to=k`` keeps each group's
 channel count a multiple of ``k`` (rounding the count kept up), for kernels
 that like aligned widths. Within a group the units with the lowest scores go
 first (see :mod:`archdsl.passes.importance` for the criteria).
@@ -47,7 +48,6 @@ type is re-inferred.
 """
 from __future__ import annotations
 
-import fnmatch
 import math
 from dataclasses import dataclass, field
 
@@ -58,9 +58,11 @@ from ..ir import ops
 from ..ir.channels import ChannelGroup, channel_groups
 from ..ir.graph import Graph
 from ..ir.verify import infer_types
-from .base import Pass, PassReport, register
+from .base import OptionError, Pass, PassReport, in_scopes, listing, note_unmatched, register, scope_patterns
 from .context import PassContext
 from .importance import CRITERIA, scores
+
+MAX_RATIO = 0.8            # with macs=, the most of any group removed unless max_ratio says otherwise
 
 
 def _removed_count(size: int, want: int, round_to: int, cap: int | None = None) -> int:
@@ -170,7 +172,8 @@ class Prune(Pass):
         "doc": "fraction of the channels removed from every prunable group (uniform)"})
     macs: float | None = field(default=None, metadata={
         "doc": "instead: fraction of the model's MACs to keep, groups ranked globally"})
-    max_ratio: float = field(default=0.8, metadata={"doc": "with macs: at most this fraction of any group removed"})
+    max_ratio: float | None = field(default=None, metadata={
+        "doc": f"with macs: at most this fraction of any group removed (none: {MAX_RATIO:g})"})
     criterion: str = field(default="l1", metadata={"doc": "l1, l2, bn-scale, taylor, obd or random"})
     round_to: int = field(default=1, metadata={"doc": "keep channel counts multiples of this"})
     keep: str | None = field(default=None, metadata={
@@ -179,20 +182,27 @@ class Prune(Pass):
 
     def __post_init__(self):
         if (self.ratio is None) == (self.macs is None):
-            raise ValueError("give exactly one of ratio= (a fraction of channels to remove) and macs= (a fraction "
-                             "of MACs to keep), as in prune{ratio=0.5}")
+            raise OptionError("give exactly one of ratio= (a fraction of channels to remove) and macs= (a fraction "
+                              "of MACs to keep), as in prune{ratio=0.5}.")
         if self.ratio is not None and not 0.0 <= self.ratio < 1.0:
-            raise ValueError(f"ratio must be at least 0 and below 1, but it is {self.ratio:g}")
+            raise OptionError(f"ratio must be at least 0 and below 1, but it is {self.ratio:g}.", "ratio")
         if self.macs is not None and not 0.0 < self.macs <= 1.0:
-            raise ValueError(f"macs must be above 0 and at most 1, but it is {self.macs:g}")
+            raise OptionError(f"macs must be above 0 and at most 1, but it is {self.macs:g}.", "macs")
+        if self.max_ratio is not None and self.ratio is not None:
+            raise OptionError("max_ratio limits how much of any group macs= may remove; with ratio= every group "
+                              "loses the same fraction, so drop max_ratio or give macs= instead.", "max_ratio")
+        if self.max_ratio is None:
+            self.max_ratio = MAX_RATIO
         if not 0.0 <= self.max_ratio < 1.0:
-            raise ValueError(f"max_ratio must be at least 0 and below 1, but it is {self.max_ratio:g}")
+            raise OptionError(f"max_ratio must be at least 0 and below 1, but it is {self.max_ratio:g}.",
+                              "max_ratio")
         if self.criterion not in CRITERIA:
-            raise ValueError(f"there is no criterion '{self.criterion}'; the criteria are {', '.join(CRITERIA)}")
+            raise OptionError(f"there is no criterion '{self.criterion}'; the criteria are "
+                              f"{listing(CRITERIA)}.", "criterion")
         if self.round_to < 1:
-            raise ValueError(f"round_to must be at least 1, but it is {self.round_to}")
+            raise OptionError(f"round_to must be at least 1, but it is {self.round_to}.", "round_to")
         if self.samples < 1:
-            raise ValueError(f"samples must be at least 1, but it is {self.samples}")
+            raise OptionError(f"samples must be at least 1, but it is {self.samples}.", "samples")
 
     def expected_error(self) -> float:
         """Pruning changes the function by design (its exactness is against masking, which the tests check)."""
@@ -200,7 +210,8 @@ class Prune(Pass):
 
     def rewrite(self, graph: Graph, report: PassReport, ctx: PassContext) -> bool:
         groups = channel_groups(graph)
-        patterns = [p.strip() for p in (self.keep or "").split(",") if p.strip()]
+        patterns = scope_patterns(self.keep)
+        note_unmatched(graph, patterns, "keep", report)
         cands = []
         for gi, gr in enumerate(groups):
             producers = [p for p in gr.producers if graph.data(p)["op"] != "input"]
@@ -210,7 +221,7 @@ class Prune(Pass):
                 continue
             if gr.output is not None or gr.size < 2:
                 continue
-            if any(_matches(graph.data(p)["scope"], patterns) for p in producers):
+            if any(in_scopes(graph.data(p)["scope"], patterns) for p in producers):
                 continue
             cands.append(gi)
         if self.ratio == 0.0 or self.macs == 1.0 or not cands:
@@ -344,10 +355,6 @@ class Prune(Pass):
                             f"several groups (as after a channel shuffle): " +
                             ", ".join(f"@{r['layer']} ({r['channels_after']})" for r in off[:4]) +
                             (", ..." if len(off) > 4 else "") + ".")
-
-
-def _matches(scope: str, patterns) -> bool:
-    return any(fnmatch.fnmatchcase(scope, p) or scope.startswith(p + ".") or scope == p for p in patterns)
 
 
 def _names(graph: Graph, group: ChannelGroup) -> str:

@@ -61,7 +61,6 @@ the ONNX backend; the IR is the same.
 """
 from __future__ import annotations
 
-import fnmatch
 import math
 import platform
 from dataclasses import dataclass, field
@@ -72,7 +71,8 @@ from ..diagnostics import ArchError
 from ..ir.graph import Graph
 from ..ir.params import Param
 from ..ir.types import INT_RANGES, QuantParams
-from .base import Pass, PassReport, register, replace_node
+from .base import (OptionError, Pass, PassReport, in_scopes, listing, note_unmatched, register, replace_node,
+                   scope_patterns)
 from .calibrate import METHODS, RangeObserver, affine_params, run_graph
 from .context import PassContext
 from .fold_bn import _Folder, bn_affine
@@ -137,10 +137,6 @@ def quantize_weights(w: np.ndarray, per_channel: bool = True, top: int = 127):
     return q.reshape(w.shape), quant
 
 
-def matches(scope: str, patterns) -> bool:
-    return any(fnmatch.fnmatchcase(scope, p) or scope.startswith(p + ".") or scope == p for p in patterns)
-
-
 @register
 @dataclass
 class Quantize(Pass):
@@ -165,7 +161,6 @@ class Quantize(Pass):
         return 0.02 if self.max_error is None else max(0.02, 4 * self.max_error)
 
     def rewrite(self, graph: Graph, report: PassReport, ctx: PassContext) -> bool:
-        self._check_options()
         done = next((n for n in graph.nodes() if n.op in ("quantize", "qconv", "qlinear")), None)
         if done is not None:
             report.refuse(graph, done.id, "The graph is quantised already; quantize leaves it as it is.")
@@ -178,20 +173,19 @@ class Quantize(Pass):
         ctx.require_data(self.name, "calibration")
         return _Quantizer(self, graph, report, ctx).run()
 
-    def _check_options(self) -> None:
+    def __post_init__(self):
         if self.calibration not in METHODS:
-            raise ArchError(f"Option 'calibration' of pass 'quantize' must be one of {', '.join(METHODS)}, but "
-                            f"got '{self.calibration}'.")
+            raise OptionError(f"calibration must be one of {listing(METHODS, 'or')}, but it is '{self.calibration}'.",
+                              "calibration")
         if self.activations not in ("auto", *ACTIVATIONS):
-            raise ArchError(f"Option 'activations' of pass 'quantize' must be u8, s8 or auto, but got "
-                            f"'{self.activations}'.")
+            raise OptionError(f"activations must be u8, s8 or auto, but it is '{self.activations}'.", "activations")
         if self.format not in FORMATS:
-            raise ArchError(f"Option 'format' of pass 'quantize' must be qdq or qoperator, but got '{self.format}'.")
+            raise OptionError(f"format must be qdq or qoperator, but it is '{self.format}'.", "format")
         if not 50.0 < self.percentile <= 100.0:
-            raise ArchError(f"Option 'percentile' of pass 'quantize' must be above 50 and at most 100, but got "
-                            f"{self.percentile}.")
+            raise OptionError(f"percentile must be above 50 and at most 100, but it is {self.percentile:g}.",
+                              "percentile")
         if self.max_error is not None and not self.max_error >= 0:
-            raise ArchError(f"Option 'max_error' of pass 'quantize' must be at least 0, but got {self.max_error}.")
+            raise OptionError(f"max_error must be at least 0, but it is {self.max_error:g}.", "max_error")
 
 
 # ---- preparation: folding (exact in float) -----------------------------------------------------------
@@ -345,11 +339,12 @@ class _Quantizer:
 
     # ---- which tensors are quantised
     def layers(self) -> list[int]:
-        patterns = [p.strip() for p in (self.o.skip or "").split(",") if p.strip()]
+        patterns = scope_patterns(self.o.skip)
+        note_unmatched(self.g, patterns, "skip", self.report)
         out = []
         for n in self.g.nodes():
             if n.op in LAYERS:
-                if matches(n.scope, patterns):
+                if in_scopes(n.scope, patterns):
                     self.report.refuse(self.g, n.id, "It matches 'skip', so it stays in float.")
                     continue
                 out.append(n.id)

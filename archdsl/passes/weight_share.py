@@ -31,12 +31,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..diagnostics import ArchError
 from ..ir.graph import Graph
 from ..ir.params import Param
-from .base import Pass, PassReport, register, replace_node
+from .base import (OptionError, Pass, PassReport, in_scopes, listing, note_unmatched, register, replace_node,
+                   scope_patterns)
 from .context import PassContext
-from .quantize import matches
 
 BINS = 1 << 16
 INITS = ("linear", "density", "kmeans++")
@@ -149,16 +148,18 @@ class WeightShare(Pass):
     def expected_error(self) -> float:
         return min(1.0, 2e-4 * 4.0 ** (8 - self.bits))
 
-    def rewrite(self, graph: Graph, report: PassReport, ctx: PassContext) -> bool:
+    def __post_init__(self):
         if not 1 <= self.bits <= 8:
-            raise ArchError(f"Option 'bits' of pass 'weight-share' must be 1 to 8 (indices are stored in a byte), "
-                            f"but got {self.bits}.")
+            raise OptionError(f"bits must be 1 to 8 (indices are stored in a byte), but it is {self.bits}.", "bits")
         if self.init not in INITS:
-            raise ArchError(f"Option 'init' of pass 'weight-share' must be one of {', '.join(INITS)}, but got "
-                            f"'{self.init}'.")
-        patterns = [p.strip() for p in (self.skip or "").split(",") if p.strip()]
+            raise OptionError(f"init must be one of {listing(INITS, 'or')}, but it is "
+                              f"'{self.init}'.", "init")
+
+    def rewrite(self, graph: Graph, report: PassReport, ctx: PassContext) -> bool:
+        patterns = scope_patterns(self.skip)
+        note_unmatched(graph, patterns, "skip", report)
         layers = [n.id for n in graph.nodes() if n.op in LAYERS]
-        todo = [nid for nid in layers if not matches(graph.data(nid)["scope"], patterns)]
+        todo = [nid for nid in layers if not in_scopes(graph.data(nid)["scope"], patterns)]
         for nid in layers:
             if nid not in todo:
                 report.refuse(graph, nid, "It matches 'skip', so its weights stay as they are.")

@@ -303,17 +303,35 @@ def test_the_report_lists_every_layer_and_refusals():
     assert "channels_before=" in text and "refused" in text
 
 
-@pytest.mark.parametrize("text,message", [
+@pytest.mark.parametrize("text,message,column,length", [
     ("prune", "Pass 'prune': give exactly one of ratio= (a fraction of channels to remove) and macs= (a fraction "
-              "of MACs to keep), as in prune{ratio=0.5}"),
-    ("prune{ratio=1.5}", "Pass 'prune': ratio must be at least 0 and below 1, but it is 1.5"),
+              "of MACs to keep), as in prune{ratio=0.5}.", 1, 5),
+    ("prune{ratio=1.5}", "Pass 'prune': ratio must be at least 0 and below 1, but it is 1.5.", 13, 3),
     ("prune{ratio=0.5,criterion=l3}", "Pass 'prune': there is no criterion 'l3'; the criteria are l1, l2, "
-                                      "bn-scale, taylor, obd, random"),
+                                      "bn-scale, taylor, obd and random.", 27, 2),
+    ("prune{ratio=0.5,max_ratio=0.5}", "Pass 'prune': max_ratio limits how much of any group macs= may remove; "
+                                       "with ratio= every group loses the same fraction, so drop max_ratio or give "
+                                       "macs= instead.", 27, 3),
+    ("dce,prune{macs=0.5,max_ratio=1}", "Pass 'prune': max_ratio must be at least 0 and below 1, but it is 1.",
+     30, 1),
+    ("lowrank{ratio=0.5,method=qr}", "Pass 'lowrank': there is no method 'qr'; the methods are auto, tucker2, cp "
+                                     "and svd.", 26, 2),
+    ("lowrank{energy=0}", "Pass 'lowrank': energy must be above 0 and at most 1, but it is 0.", 16, 1),
 ])
-def test_option_errors_point_into_the_pipeline(text, message):
+def test_option_errors_point_at_the_option_in_the_pipeline(text, message, column, length):
     with pytest.raises(ArchError) as info:
         run_pipeline(archdsl.load(SPECS["depthwise"]), text)
-    assert info.value.message == message and info.value.span.file == "<passes>"
+    span = info.value.span
+    assert info.value.message == message and span.file == "<passes>"
+    assert (span.line, span.col, span.end_col - span.col) == (1, column, length)
+
+
+def test_a_keep_pattern_that_matches_nothing_is_a_note():
+    g = archdsl.load(SPECS["depthwise"])
+    r = run_pipeline(g, 'prune{ratio=0.5,keep="dw,nope.*"}').reports[0]
+    assert r.notes == ["The keep pattern 'nope.*' matches no layer, so it keeps nothing; patterns are scopes such as "
+                       f"'{next(n.scope for n in g.nodes() if n.op == 'conv')}', the scopes inside one, or shell "
+                       "wildcards over them ('*.conv1')."]
 
 
 # ---- every backend ----------------------------------------------------------------------------

@@ -424,13 +424,15 @@ def test_option_and_data_errors_are_clear():
     g = archdsl.load("model m() { input x: [3, 8, 8]\n output x -> c: conv(4, 3) }")
     with pytest.raises(ArchError, match="needs data for calibration; give it with --data FILE.npz"):
         run_pipeline(g, "quantize")
-    with pytest.raises(ArchError, match="'calibration' of pass 'quantize' must be one of minmax, percentile, "
-                                        "entropy, mse, but got 'kl'"):
-        quantize(g, "quantize{calibration=kl}")
-    with pytest.raises(ArchError, match="'activations' of pass 'quantize' must be u8, s8 or auto"):
-        quantize(g, "quantize{activations=u16}")
-    with pytest.raises(ArchError, match="'format' of pass 'quantize' must be qdq or qoperator"):
-        quantize(g, "quantize{format=qlinear}")
+    for text, message, col in (
+            ("quantize{calibration=kl}", "calibration must be one of minmax, percentile, entropy or mse, but it is "
+                                         "'kl'.", 22),
+            ("quantize{activations=u16}", "activations must be u8, s8 or auto, but it is 'u16'.", 22),
+            ("quantize{format=qlinear}", "format must be qdq or qoperator, but it is 'qlinear'.", 17)):
+        with pytest.raises(ArchError) as info:
+            quantize(g, text)
+        assert info.value.message == f"Pass 'quantize': {message}"
+        assert (info.value.span.file, info.value.span.col) == ("<passes>", col)
 
 
 def test_a_quantised_graph_is_left_alone_and_half_precision_is_refused():

@@ -174,7 +174,15 @@ def test_verify_skip_and_option_errors():
     randomise_bn(g)
     s = run_pipeline(g, "weight-share{skip=fc}", ctx=PassContext(verify=True)).graph
     assert s.node(s.by_scope("fc")).op == "linear" and s.node(s.by_scope("conv1")).op == "shared_conv"
-    with pytest.raises(ArchError, match="'bits' of pass 'weight-share' must be 1 to 8"):
+    with pytest.raises(ArchError) as info:
         run_pipeline(g, "weight-share{bits=9}")
-    with pytest.raises(ArchError, match="'init' of pass 'weight-share' must be one of linear, density, kmeans"):
+    assert info.value.message == "Pass 'weight-share': bits must be 1 to 8 (indices are stored in a byte), but it is 9."
+    assert info.value.span.col == 19
+    with pytest.raises(ArchError) as info:
         run_pipeline(g, "weight-share{init=random}")
+    assert info.value.message == ("Pass 'weight-share': init must be one of linear, density or kmeans++, but it is "
+                                  "'random'.")
+    assert info.value.span.col == 19
+    r = run_pipeline(g, 'weight-share{skip="fc,classifier"}').reports[0]
+    assert r.notes == ["The skip pattern 'classifier' matches no layer, so it keeps nothing; patterns are scopes "
+                       "such as 'conv1', the scopes inside one, or shell wildcards over them ('*.conv1')."]
