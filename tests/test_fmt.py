@@ -538,6 +538,27 @@ def test_long_headers_wrap_after_the_parenthesis_and_keep_source_breaks():
     assert check_format(kept) == kept
 
 
+def test_layer_calls_with_long_tables_wrap_their_arguments():
+    """What `--emit arch` writes for a pruned DenseNet: per-layer width tables that grow with the depth."""
+    a = ", ".join(["64", "80"] * 12)
+    b = ", ".join(["16", "32"] * 12)
+    src = (f"block layer(c1: int, c2: int) {{\n    input x\n    output x -> conv(c1, 1) -> conv(c2, 3, padding=1)\n}}"
+           f"\n\nmodel m() {{\n    input x: [3, 8, 8]\n    output x -> d: dense {{\n"
+           f"        l{{j + 1}}: layer([{a}][j], [{b}][j]) for j in range(24)\n    }}\n}}\n")
+    out = check_format(src)
+    assert out.split("\n")[8:13] == [
+        "        l{j + 1}: layer([64, 80, 64, 80, 64, 80, 64, 80, 64, 80, 64, 80, 64, 80, 64, 80, 64, 80, 64,",
+        "                         80, 64, 80, 64, 80][j],",
+        "                        [16, 32, 16, 32, 16, 32, 16, 32, 16, 32, 16, 32, 16, 32, 16, 32, 16, 32, 16,",
+        "                         32, 16, 32, 16, 32][j]) for j in range(24)",
+        "    }"]
+    # any call breaks between its arguments, aligned after its "("
+    plain = "model m() {\n    input x: [3, 8, 8]\n    output x -> conv(" + ", ".join(["1"] * 40) + ", bias=false)\n}\n"
+    assert check_format(plain).split("\n")[2:4] == [
+        "    output x -> conv(" + ", ".join(["1"] * 26) + ",",
+        "                     " + ", ".join(["1"] * 14) + ", bias=false)"]
+
+
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)
 def test_shipped_specs_are_formatted(path):
     text = path.read_text(encoding="utf-8")

@@ -13,7 +13,9 @@ line; blank lines between statements are kept (at most one). ``parallel`` and
 A chain that would pass column 100 breaks before ``->``; the continuation
 lines align with the statement's first ``->`` (bodies: with the body). A header,
 or a list or tuple nested in a one-item-per-line list, that would pass column 100
-wraps its items onto lines aligned after its opening bracket.
+wraps its items onto lines aligned after its opening bracket; so does a layer call
+that would pass it (its arguments), and a list argument too long for its line (a
+pruned spec's per-layer tables).
 
 Comments: each comment is tied to a source token. A comment alone on its line
 goes before the output line holding the next token; a comment after code goes
@@ -194,6 +196,7 @@ class _Formatter:
     def __init__(self, src: _Source):
         self.src = src
         self.lines: list[_Line] = []
+        self.tail = None        # (layer, width): text that must follow that layer on its line
 
     # ---- line building
     def newline(self, indent: int, first, kind: str, force_blank: bool = False) -> None:
@@ -498,21 +501,64 @@ class _Formatter:
             fresh = cont + 3 + len(flat) <= WIDTH
             if not lead:
                 if not is_seq or self.width() + len(flat) <= WIDTH:
-                    self.add(flat)
+                    self.call(layer, flat)
                     return
             elif not force and (self.width() + len(lead) + len(flat) <= WIDTH
                                 or head and not is_seq and not fresh):
-                self.add(lead + flat)
+                self.add(lead)
+                self.call(layer, flat)
                 return
             elif not is_seq or fresh:
                 self.newline(cont, self.src.arrow_before(_start(layer.span)), "cont")
-                self.add("-> " + flat)
+                self.add("-> ")
+                self.call(layer, flat)
                 return
         if lead and (force or self.width() + len(lead) + len(self.opener(layer)) > WIDTH):
             self.newline(cont, self.src.arrow_before(_start(layer.span)), "cont")
             lead = "-> "
         self.add(lead)
         self.block(layer)
+
+    def call(self, layer, flat: str) -> None:
+        """A layer call on the current line. One that would pass column 100 puts its arguments on
+        lines aligned after its ``(``, breaking before an argument that would pass column 100, and
+        wraps a list argument that is too long itself (or an indexed one: a per-layer table
+        ``[...][j]``, as specs written back from pruned graphs have)."""
+        a = layer.args if isinstance(layer, ast.LayerCall) else None
+        tail = self.tail[1] if self.tail is not None and self.tail[0] is layer else 0
+        if self.width() + len(flat) + tail <= WIDTH or a is None or not (a.positional or a.keywords):
+            self.add(flat)
+            return
+        self.add(self.label(layer) + ".".join(layer.callee) + "(")
+        col = self.width()
+        items = [(e, "", e) for e in a.positional] + [(k, f"{k.name}=", k.value) for k in a.keywords]
+        for i, (node, prefix, value) in enumerate(items):
+            end = 1 + (tail if i + 1 == len(items) else 0)      # the "," or ")" after it, and the line's tail
+            text = prefix + self.expr(value)
+            if i:
+                self.add(",")
+                if self.width() + 1 + len(text) + end > WIDTH:
+                    self.newline(col, _start(node.span), "cont")
+                else:
+                    self.add(" ")
+            self.add(prefix)
+            self.argument(value, end)
+        self.add(")")
+
+    def argument(self, e, tail: int) -> None:
+        """An argument's value, a too-long list (or indexed list) wrapped after its ``[``."""
+        text = self.expr(e)
+        if self.width() + len(text) + tail <= WIDTH:
+            self.add(text)
+        elif isinstance(e, ast.ListExpr) and e.items:
+            self.value(e, top=False, tail=tail)
+        elif isinstance(e, ast.Index) and isinstance(e.obj, ast.ListExpr) and e.obj.items \
+                and not self.src.parenthesised(e.obj.span):
+            index = f"[{self.expr(e.index)}]"
+            self.value(e.obj, top=False, tail=len(index) + tail)
+            self.add(index)
+        else:
+            self.add(text)
 
     def label(self, layer) -> str:
         lab = layer.label
@@ -577,7 +623,10 @@ class _Formatter:
         self.add(self.opener(layer))
         start = _start(layer.span)
         if isinstance(layer, ast.Seq):
+            if layer.comp:
+                self.tail = (layer.body[-1], len(self.comp(layer.comp)) + 1)
             self.chain_body(layer.body, inner, inner, "body")
+            self.tail = None
             if layer.comp:
                 self.add(f" {self.comp(layer.comp)}")
             self.newline(base, (layer.span.end_line, layer.span.end_col - 1), "close")
@@ -586,9 +635,11 @@ class _Formatter:
         if isinstance(layer, (ast.Parallel, ast.Dense)):
             _, close = self.src.bracket_after(self._keyword(start), "{")
             for k, br in enumerate(layer.branches):
+                after = (f" {self.comp(br.comp)}" + ("," if k + 1 < len(layer.branches) else "")) if br.comp else ""
+                self.tail = (br.body[-1], len(after))      # what follows the branch's last layer on its line
                 self.chain_body(br.body, inner, inner + INDENT, "branch")
-                if br.comp:
-                    self.add(f" {self.comp(br.comp)}" + ("," if k + 1 < len(layer.branches) else ""))
+                self.tail = None
+                self.add(after)
             self.newline(base, close, "close")
             self.add("}")
             return

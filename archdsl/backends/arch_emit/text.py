@@ -197,6 +197,8 @@ class Renderer:
             if all(t == texts[0] for t in texts):
                 text = texts[0]
             elif all(t == texts[1] for t in texts[1:]):
+                if len(items) == 2 and all(t.isidentifier() and t not in ("true", "false", "none") for t in texts):
+                    return None         # two calls that take two different arguments: clearer written out
                 text = f"{texts[0]} if {var} == 0 else {texts[1]}"
                 if p.flag and (texts[0], texts[1]) == ("true", "false"):
                     text = f"{var} == 0"
