@@ -363,6 +363,20 @@ def test_the_lowrank_bench_times_eager_in_both_memory_orders_and_they_compute_th
                 0.6 * row["variants"]["lowrank"]["speedup"][backend][batch])
 
 
+def test_the_lowrank_bench_times_only_the_backends_asked_for_and_checks_them_against_eager():
+    from archdsl.bench.lowrank import measure
+    from archdsl.passes.pipeline import run_pipeline
+    from archdsl.backends.onnx_export import onnx_bytes
+    g = archdsl.load(SMALL_CNN)
+    lr = run_pipeline(g, "lowrank{ratio=0.5,min_gain=1.0}").graph
+    built = {k: (v, archdsl.to_torch(v).eval(), onnx_bytes(v)) for k, v in (("base", g), ("lowrank", lr))}
+    row = {"model": "m", "variants": {"lowrank": {"macs_ratio": 0.6}}}
+    measure(row, built, g, (1,), 0, 1, 1, lambda text: None, backends=("onnxruntime",))
+    assert list(row["latency"]) == ["onnxruntime"]
+    assert row["latency"]["onnxruntime"]["lowrank"]["1"]["max_abs_diff_vs_eager"] <= 1e-4
+    assert list(row["variants"]["lowrank"]["speedup"]) == ["onnxruntime"]
+
+
 def test_a_channels_last_runner_converts_the_weights_and_the_inputs_and_agrees():
     from archdsl.bench.runners import TorchRunner, random_inputs
     g = archdsl.load(SMALL_CNN)

@@ -249,17 +249,20 @@ def measure(row: dict, built: dict, graph, batches, warmup: int, runs: int, thre
         stage(f"{row['model']}: batch {batch}")
         x = _inputs(graph, batch)
         steps = {}
+        eager = {key: _eager_step(nchw[key], x) for key in built}
         for key in built:
-            steps[("eager", key)] = _eager_step(nchw[key], x)
+            if "eager" in backends:
+                steps[("eager", key)] = eager[key]
             if key in nhwc:
                 steps[("eager channels-last", key)] = _eager_step(nhwc[key], x)
             if key in sessions:
                 steps[("onnxruntime", key)] = _ort_step(sessions[key], x)
         load0 = loadavg()
         stats = interleaved(steps, warmup, runs, tick)
-        # the backends agree on each variant's output
+        # the backends agree on each variant's output (eager NCHW the reference, run untimed if not timed)
         ref = {}
-        for (backend, key), step in steps.items():
+        for (backend, key), step in [*steps.items(), *((("eager", k), f) for k, f in eager.items()
+                                                       if ("eager", k) not in steps)]:
             out = step()
             out = out[0] if isinstance(out, list) else out.contiguous().numpy()
             ref.setdefault(key, {})[backend] = out
