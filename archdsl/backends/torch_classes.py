@@ -590,7 +590,11 @@ class Analysis:
                         hint = start + Lin.of(("atom", "i"), growth.const) if start is not None else None
                     elif growth.terms[0][0][0] == "atom":
                         hint = start + Lin.of(("mul", "i", growth.terms[0][0][1]), growth.terms[0][1])
-                hints = (hint,)
+                # layers that grow by different widths (a pruned block): the input is the block's input
+                # and every earlier layer's output, `in_channels + sum(growths[:i])`, with the growths a table
+                tables = [cls.exprs[(j, ("row", q.name))] for q in params if (j, ("row", q.name)) in cls.exprs]
+                hints = (hint, *(_GrowthRef(start, t.terms[0][0][1]) for t in tables
+                                 if start is not None and isinstance(t, _RowRef)))
             else:
                 hints = ()
             values = [child.values[p.name] for _, child, _ in rows]
@@ -752,6 +756,24 @@ class _RowRef(Lin):
     def renamed(self, names: dict) -> "Lin":
         name = self.terms[0][0][1]
         return _RowRef(names.get(name, name))
+
+
+class _GrowthRef(Lin):
+    """A dense layer's input channels when the layers' widths are a table: ``start + sum(table[:i])``."""
+
+    def __init__(self, start: Lin, table: str):
+        super().__init__(start.terms + ((("atom", table), 1),), start.const)
+        object.__setattr__(self, "start", start)      # not a field: equality is the terms'
+
+    def eval(self, env):
+        return self.start.eval(env) + sum(env[self.terms[-1][0][1]][:env["i"]])
+
+    def render(self) -> str:
+        return f"{self.start.render()} + sum({self.terms[-1][0][1]}[:i])"
+
+    def renamed(self, names: dict) -> "Lin":
+        table = self.terms[-1][0][1]
+        return _GrowthRef(self.start.renamed(names), names.get(table, table))
 
 
 def _typed(v) -> tuple:

@@ -259,7 +259,7 @@ class ClassWriter:
         body = call(f"self.add_module({name}, {child.name}(", args, inner, ")")
         if len(body) > 1:
             body = call("self.add_module(", [name, f"{child.name}({', '.join(args)})"], inner)
-            if len(body[1]) > WIDTH:
+            if max(map(len, body)) > WIDTH:
                 body = [f"{inner}self.add_module(", f"{inner}{INDENT}{name},",
                         *call(f"{child.name}(", args, inner + INDENT, ","), f"{inner})"]
         return [f"{ind}for i in range({count}):", *body]

@@ -372,6 +372,11 @@ def test_every_pruned_zoo_model_writes_torch_source_that_takes_its_weights(file,
     got = [o.double().numpy() for o in (got if isinstance(got, tuple) else (got,))]
     for a, b in zip(got, outputs(pruned, xs)):
         assert np.array_equal(a, b)
+    if "dense" in model:
+        lines = [line.strip() for line in (tmp_path / "pruned.py").read_text().splitlines()]
+        i = lines.index("in_channels + sum(conv2_out_channels[:i]),")
+        assert lines[i - 1:i + 3] == ["DenseLayer(", "in_channels + sum(conv2_out_channels[:i]),",
+                                      "conv1_out_channels[i],", "conv2_out_channels[i],"]
 
 
 # ---- the pruned architecture as a spec -------------------------------------------------------------
