@@ -76,9 +76,11 @@ class OptionError(ValueError):
 
 
 def listing(names, last: str = "and") -> str:
-    """``a, b and c`` (or ``a, b or c``) for an option's allowed values in a message."""
+    """``a, b and c`` (or ``a, b or c``; ``nothing`` for none) for the names in a message."""
     names = list(names)
-    return f"{', '.join(names[:-1])} {last} {names[-1]}" if len(names) > 1 else "".join(names)
+    if not names:
+        return "nothing"
+    return f"{', '.join(names[:-1])} {last} {names[-1]}" if len(names) > 1 else names[0]
 
 
 def scope_patterns(text: str | None) -> list[str]:

@@ -352,10 +352,9 @@ class LowRank(Pass):
                               "fraction of the squared singular values), vbmf=true or macs= (a fraction of the "
                               "model's MACs kept), as in lowrank{ratio=0.5}" +
                               (f"; got {' and '.join(given)}." if given else "."))
-        for name, low, value in (("ratio", "above 0", self.ratio), ("energy", "above 0", self.energy),
-                                 ("macs", "above 0", self.macs)):
+        for name, value in (("ratio", self.ratio), ("energy", self.energy), ("macs", self.macs)):
             if value is not None and not 0.0 < value <= 1.0:
-                raise OptionError(f"{name} must be {low} and at most 1, but it is {value:g}.", name)
+                raise OptionError(f"{name} must be above 0 and at most 1, but it is {value:g}.", name)
         if self.min_gain < 0:
             raise OptionError(f"min_gain must be at least 0, but it is {self.min_gain:g}.", "min_gain")
         for name, least, value in (("round_to", 1, self.round_to), ("iters", 0, self.iters), ("batch", 1, self.batch)):
@@ -566,5 +565,3 @@ class LowRank(Pass):
 def _describe(plan: Plan) -> str:
     name = {"svd": "SVD", "tucker2": "Tucker-2", "cp": "CP"}[plan.method]
     return f"{name} at rank{'s' if len(plan.ranks) > 1 else ''} {', '.join(map(str, plan.ranks))}"
-
-

@@ -36,7 +36,7 @@ from ..diagnostics import ArchError, Span, did_you_mean
 from ..ir.graph import Graph
 from ..ir.printer import print_graph
 from ..ir.verify import verify as verify_ir
-from .base import Pass, PassReport, PassResult, option_type, registry
+from .base import Pass, PassReport, PassResult, listing, option_type, registry
 from .context import PassContext
 
 DEFAULT_TOLERANCE = 1e-4
@@ -50,13 +50,6 @@ def _suggest(name: str, candidates, listing: str) -> str:
     """``"; did you mean 'x'? <listing>"`` or ``". <listing>"``."""
     hint = did_you_mean(name, candidates)
     return f"{hint} {listing}" if hint else f". {listing}"
-
-
-def _names(items: Iterable[str]) -> str:
-    items = list(items)
-    if not items:
-        return "nothing"
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 class _Parser:
@@ -100,7 +93,7 @@ class _Parser:
         cls = known.get(name)
         if cls is None:
             raise self.error(f"There is no pass '{name}'"
-                             + _suggest(name, known, f"The passes are {_names(known)}."), start, end)
+                             + _suggest(name, known, f"The passes are {listing(known)}."), start, end)
         given: dict[str, tuple] = {}
         if self.peek()[:2] == ("punct", "{"):
             self.i += 1
@@ -125,14 +118,14 @@ class _Parser:
         kwargs = {}
         for key, (value, kind, vs, ve, ks, ke) in given.items():
             if key not in opts:
-                listing = (f"Its options are {_names(opts)}." if opts else "It takes no options.")
-                raise self.error(f"Pass '{cls.name}' has no option '{key}'" + _suggest(key, opts, listing), ks, ke)
+                known = (f"Its options are {listing(opts)}." if opts else "It takes no options.")
+                raise self.error(f"Pass '{cls.name}' has no option '{key}'" + _suggest(key, opts, known), ks, ke)
             kwargs[key] = self.convert(cls, key, value, kind, vs, ve)
         missing = [n for n, f in opts.items() if n not in kwargs and f.default is MISSING
                    and f.default_factory is MISSING]
         if missing:
             raise self.error(f"Pass '{cls.name}' needs the option{'s' if len(missing) > 1 else ''} "
-                             f"{_names(missing)}, as in {cls.name}{{{missing[0]}=...}}.", start, end)
+                             f"{listing(missing)}, as in {cls.name}{{{missing[0]}=...}}.", start, end)
         try:
             return cls(**kwargs)
         except ValueError as err:
@@ -232,7 +225,7 @@ def run_pipeline(graph: Graph, passes, verify: bool = False, print_ir_after: Ite
     for want in print_ir_after:
         if want not in names:
             raise ArchError(f"--print-ir-after names '{want}', which is not in the pipeline"
-                            + _suggest(want, names, f"The pipeline runs {_names(names)}."))
+                            + _suggest(want, names, f"The pipeline runs {listing(names)}."))
     _check_ir(graph, None)
     check = _OutputCheck(graph, tolerance, ctx) if verify else None
     result = PipelineResult(graph)

@@ -25,9 +25,9 @@ prunable group (uniform, local ranking). ``macs=m`` instead keeps a fraction
 of the pruned model (counted exactly, from the new shapes through the
 registry's MAC rules) fall to ``m`` times the original, removing at most
 ``floor(max_ratio * n)`` units of any group (0.8 unless given; ``max_ratio``
-with ``ratio`` is refused, as there every group loses the same fraction). ``round_to=k`` keeps each group's
-channel count a multiple of ``k`` (rounding the count kept up), for kernels
-that like aligned widths. Within a group the units with the lowest scores go
+with ``ratio`` is refused, as there every group loses the same fraction).
+``round_to=k`` keeps each group's channel count a multiple of ``k`` (rounding
+the count kept up), for kernels that like aligned widths. Within a group the units with the lowest scores go
 first (see :mod:`archdsl.passes.importance` for the criteria).
 
 The threshold's last step can remove a ``k``-block from many groups at once

@@ -152,8 +152,7 @@ class WeightShare(Pass):
         if not 1 <= self.bits <= 8:
             raise OptionError(f"bits must be 1 to 8 (indices are stored in a byte), but it is {self.bits}.", "bits")
         if self.init not in INITS:
-            raise OptionError(f"init must be one of {listing(INITS, 'or')}, but it is "
-                              f"'{self.init}'.", "init")
+            raise OptionError(f"init must be one of {listing(INITS, 'or')}, but it is '{self.init}'.", "init")
 
     def rewrite(self, graph: Graph, report: PassReport, ctx: PassContext) -> bool:
         patterns = scope_patterns(self.skip)

@@ -10,11 +10,11 @@ its ``state_dict``)::
 """
 from __future__ import annotations
 
-import fnmatch
 import types
 from pathlib import Path
 
 from ..diagnostics import ArchError, Span
+from ..passes.base import in_scopes
 
 
 def save_checkpoint(path, module, result=None, meta: dict | None = None) -> Path:
@@ -47,10 +47,6 @@ def read_checkpoint(path) -> dict:
     return data
 
 
-def _matches(scope: str, patterns) -> bool:
-    return any(scope == p or scope.startswith(p + ".") or fnmatch.fnmatchcase(scope, p) for p in patterns)
-
-
 def split_patterns(items) -> list:
     return [p.strip() for item in items or [] for p in item.split(",") if p.strip()]
 
@@ -68,15 +64,15 @@ def load_weights_except(graph, path, reset) -> list:
     from ..backends.weights import _assign, check_names, read_state_dict
     patterns = split_patterns(reset)
     state = read_state_dict(Path(path))
-    skipped = [n for n in graph.params if _matches(param_scope(n), patterns)]
-    unused = [p for p in patterns if not any(_matches(param_scope(n), [p]) for n in graph.params)]
+    skipped = [n for n in graph.params if in_scopes(param_scope(n), patterns)]
+    unused = [p for p in patterns if not any(in_scopes(param_scope(n), [p]) for n in graph.params)]
     if unused:
         from ..diagnostics import did_you_mean
         scopes = {graph.data(n.id)["scope"] for n in graph.nodes() if n.params}
         hint = did_you_mean(unused[0], scopes)
         raise ArchError(f"--reset '{unused[0]}' names no layer with parameters of model '{graph.name}'{hint or '.'} "
                         "Give a layer scope or a pattern such as 'layer4.*'.")
-    kept = {k: v for k, v in state.items() if not _matches(param_scope(k), patterns)}
+    kept = {k: v for k, v in state.items() if not in_scopes(param_scope(k), patterns)}
     shim = types.SimpleNamespace(name=graph.name,
                                  params={n: p for n, p in graph.params.items() if n not in set(skipped)})
     check_names(shim, kept, f"The weights in '{Path(path)}'", "the file")
