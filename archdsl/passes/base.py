@@ -221,6 +221,22 @@ class Pass:
     name: ClassVar[str] = ""
     verify_metric: ClassVar[str] = "relative"
 
+    def __post_init__(self):
+        """Refuse an option of the wrong type (a pass built from Python: the pipeline converts its text
+        first). A pass whose options need more checks extends this, calling it first."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            typ = option_type(type(self), f.name)
+            optional = type(None) in typing.get_args(typ)
+            base = next((a for a in typing.get_args(typ) if a is not type(None)), typ)
+            if value is None and optional:
+                continue
+            ok = (isinstance(value, base) and not (base is int and isinstance(value, bool))
+                  or base is float and isinstance(value, int) and not isinstance(value, bool))
+            if not ok:
+                raise OptionError(f"{f.name} must be {_TYPE_WORDS[base]}{' or None' if optional else ''}, but it is "
+                                  f"{value!r} ({type(value).__name__}).", f.name)
+
     def rewrite(self, graph: Graph, report: PassReport, ctx: PassContext) -> bool:
         """Edit ``graph`` (a private copy) in place; return whether anything changed."""
         raise NotImplementedError
@@ -276,6 +292,9 @@ class Pass:
             if f.default is dataclasses.MISSING or value != f.default:
                 opts.append(f"{f.name}={format_value(value)}")
         return self.name + ("{" + ",".join(opts) + "}" if opts else "")
+
+
+_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
 
 def format_value(value) -> str:

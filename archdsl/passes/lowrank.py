@@ -343,6 +343,7 @@ class LowRank(Pass):
     batch: int = field(default=1, metadata={"doc": "with macs: the batch size the cost model assumes"})
 
     def __post_init__(self):
+        super().__post_init__()
         if self.method not in METHODS:
             raise OptionError(f"there is no method '{self.method}'; the methods are {listing(METHODS)}.", "method")
         given = [n for n, v in (("ratio", self.ratio), ("energy", self.energy), ("vbmf", self.vbmf or None),

@@ -75,7 +75,9 @@ def _removed_count(size: int, want: int, round_to: int, cap: int | None = None) 
 
 
 class _Plan:
-    """New shapes, attributes and MACs of the graph for a choice of units to remove."""
+    """New shapes, attributes and MACs of the graph for a choice of units to remove (``removal``: group
+    index -> sorted unit indices). A node's MACs depend only on its own cut and its inputs' cuts, so
+    :meth:`tally` re-counts, for a change to one group, only the nodes that group reaches."""
 
     def __init__(self, graph: Graph, groups: list[ChannelGroup]):
         self.g = graph
@@ -89,42 +91,50 @@ class _Plan:
         for gi, gr in enumerate(groups):
             for nid, rows in gr.conv_groups.items():
                 self.groups_of_conv.setdefault(nid, []).append((gi, rows))
+        self._reach: dict[int, list] = {}
+
+    def _cut(self, nid: int, removal: dict, memo: dict) -> dict:
+        """{dim: sorted positions removed from node ``nid``'s output} (memoised in ``memo``)."""
+        if nid not in memo:
+            parts: dict[int, list] = {}
+            for gi, pos in self.touch.get(nid, ()):
+                units = removal.get(gi)
+                if units is not None and len(units):
+                    parts.setdefault(pos.dim, []).append(pos.index[np.asarray(units, dtype=np.int64)].ravel())
+            memo[nid] = {dim: np.unique(np.concatenate(idx)) for dim, idx in parts.items()}
+        return memo[nid]
+
+    def _shape(self, nid: int, removal: dict, memo: dict) -> tuple:
+        shape = list(self.g.data(nid)["shape"])
+        for dim, idx in self._cut(nid, removal, memo).items():
+            shape[dim] -= len(idx)
+        return tuple(shape)
 
     def removed(self, removal: dict) -> dict:
         """node id -> {dim: sorted positions removed from its output}."""
-        out: dict[int, dict] = {}
-        for nid, entries in self.touch.items():
-            for gi, pos in entries:
-                units = removal.get(gi)
-                if units is None or not len(units):
-                    continue
-                dims = out.setdefault(nid, {})
-                idx = pos.index[np.asarray(units, dtype=np.int64)].ravel()
-                dims[pos.dim] = np.union1d(dims.get(pos.dim, np.zeros(0, np.int64)), idx)
-        return out
+        memo: dict = {}
+        return {nid: cut for nid in self.touch if (cut := self._cut(nid, removal, memo))}
 
     def shapes_attrs(self, removal: dict) -> tuple[dict, dict]:
         """node id -> new shape, and node id -> new attrs for the nodes whose attributes change."""
-        cut = self.removed(removal)
+        memo: dict = {}
         shapes, attrs = {}, {}
         for nid in self.order:
             d = self.g.data(nid)
-            shape = list(d["shape"])
-            for dim, idx in cut.get(nid, {}).items():
-                shape[dim] -= len(idx)
-            shapes[nid] = tuple(shape)
-            new = self._attrs(nid, d, cut, removal)
+            shapes[nid] = self._shape(nid, removal, memo)
+            new = self._attrs(nid, d, removal, memo)
             if new is not None and new != d["attrs"]:
                 attrs[nid] = new
         return shapes, attrs
 
-    def _attrs(self, nid: int, d: dict, cut: dict, removal: dict) -> dict | None:
+    def _attrs(self, nid: int, d: dict, removal: dict, memo: dict) -> dict | None:
         if d["op"] == "input":
             return None
         ch = ops.get(d["op"]).channels
         a = dict(d["attrs"])
+        cut = self._cut(nid, removal, memo)
         if ch.kind == "produce" and ch.width:
-            a[ch.width] -= sum(len(idx) for idx in cut.get(nid, {}).values())
+            a[ch.width] -= sum(len(idx) for idx in cut.values())
             for gi, rows in self.groups_of_conv.get(nid, []):
                 units = removal.get(gi)
                 if units is not None and len(units):
@@ -132,34 +142,70 @@ class _Plan:
         elif ch.kind == "slice":
             x = d["inputs"][0]
             dim = a["dim"] % len(self.g.data(x)["shape"])
-            gone = cut.get(x, {}).get(dim)
+            gone = self._cut(x, removal, memo).get(dim)
             if gone is not None:
                 a["start"] -= int(np.sum(gone < d["attrs"]["start"]))
                 a["end"] -= int(np.sum(gone < d["attrs"]["end"]))
-        elif ch.kind == "broadcast" and "shape" in a and nid in cut:
+        elif ch.kind == "broadcast" and "shape" in a and cut:
             # scale's parameter (shape attribute) shrinks along the axis aligned with the removed positions
             rank, shape = len(d["shape"]), list(a["shape"])
-            for dim, idx in cut[nid].items():
+            for dim, idx in cut.items():
                 k = dim - (rank - len(shape))
                 if 0 <= k < len(shape) and shape[k] > 1:
                     shape[k] -= len(idx)
             a["shape"] = tuple(shape)
-        elif ch.kind == "reshape" and "shape" in a and nid in cut:
+        elif ch.kind == "reshape" and "shape" in a and cut:
             shape = list(d["shape"])
-            for dim, idx in cut[nid].items():
+            for dim, idx in cut.items():
                 shape[dim] -= len(idx)
             a["shape"] = tuple(-1 if w == -1 else s for w, s in zip(a["shape"], shape[1:]))
         return a
 
+    def node_macs(self, nid: int, removal: dict, memo: dict) -> int:
+        d = self.g.data(nid)
+        if d["op"] == "input":
+            return 0
+        attrs = self._attrs(nid, d, removal, memo)
+        return ops.macs(d["op"], attrs, [self._shape(i, removal, memo) for i in d["inputs"]],
+                        self._shape(nid, removal, memo))
+
     def macs(self, removal: dict) -> int:
-        shapes, attrs = self.shapes_attrs(removal)
-        total = 0
-        for nid in self.order:
-            d = self.g.data(nid)
-            if d["op"] == "input":
-                continue
-            total += ops.macs(d["op"], attrs.get(nid, d["attrs"]), [shapes[i] for i in d["inputs"]], shapes[nid])
-        return total
+        memo: dict = {}
+        return sum(self.node_macs(nid, removal, memo) for nid in self.order)
+
+    def reach(self, gi: int) -> list[int]:
+        """The nodes whose MACs can depend on group ``gi``: those holding its units and their users."""
+        if gi not in self._reach:
+            held = set(self.groups[gi].tensors) | set(self.groups[gi].conv_groups)
+            self._reach[gi] = sorted(held | {u for n in held for u in self.g.users(n)})
+        return self._reach[gi]
+
+    def tally(self, removal: dict) -> "_Tally":
+        return _Tally(self, removal)
+
+
+class _Tally:
+    """The MACs of a removal, kept per node, so that changing one group re-counts only what it reaches."""
+
+    def __init__(self, plan: _Plan, removal: dict):
+        self.plan, self.removal = plan, dict(removal)
+        memo: dict = {}
+        self.per = {nid: plan.node_macs(nid, self.removal, memo) for nid in plan.order}
+        self.total = sum(self.per.values())
+
+    def _with(self, gi: int, units) -> tuple[dict, dict, int]:
+        trial = {**self.removal, gi: units}
+        memo: dict = {}
+        new = {nid: self.plan.node_macs(nid, trial, memo) for nid in self.plan.reach(gi)}
+        return trial, new, self.total + sum(new.values()) - sum(self.per[nid] for nid in new)
+
+    def macs_with(self, gi: int, units) -> int:
+        """The MACs if group ``gi`` removed ``units`` instead."""
+        return self._with(gi, units)[2]
+
+    def set(self, gi: int, units) -> None:
+        self.removal, new, self.total = self._with(gi, units)
+        self.per.update(new)
 
 
 @register
@@ -181,6 +227,7 @@ class Prune(Pass):
     samples: int = field(default=64, metadata={"doc": "taylor and obd: samples of the data used"})
 
     def __post_init__(self):
+        super().__post_init__()
         if (self.ratio is None) == (self.macs is None):
             raise OptionError("give exactly one of ratio= (a fraction of channels to remove) and macs= (a fraction "
                               "of MACs to keep), as in prune{ratio=0.5}.")
@@ -293,20 +340,20 @@ class Prune(Pass):
             keep = min(size, size - n + self.round_to)
             return np.sort(ranked[gi][:size - keep])
 
-        now = plan.macs(removal)
+        tally = plan.tally(removal)
         offers = []
         for gi, units in removal.items():
             if not len(units):
                 continue
             less = restored(gi)
-            added = plan.macs({**removal, gi: less}) - now
+            added = tally.macs_with(gi, less) - tally.total
             worth = float(np.sum(norm[gi][np.setdiff1d(units, less)]))
             offers.append((-(worth / added) if added > 0 else -math.inf, gi))
         for _, gi in sorted(offers):
-            trial = {**removal, gi: restored(gi)}
-            if plan.macs(trial) <= target:
-                removal = trial
-        return removal
+            less = restored(gi)
+            if tally.macs_with(gi, less) <= target:
+                tally.set(gi, less)
+        return tally.removal
 
     def _apply(self, graph: Graph, plan: _Plan, groups, removal: dict, report: PassReport) -> None:
         shapes, attrs = plan.shapes_attrs(removal)

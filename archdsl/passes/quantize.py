@@ -174,6 +174,7 @@ class Quantize(Pass):
         return _Quantizer(self, graph, report, ctx).run()
 
     def __post_init__(self):
+        super().__post_init__()
         if self.calibration not in METHODS:
             raise OptionError(f"calibration must be one of {listing(METHODS, 'or')}, but it is '{self.calibration}'.",
                               "calibration")

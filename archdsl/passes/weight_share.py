@@ -149,6 +149,7 @@ class WeightShare(Pass):
         return min(1.0, 2e-4 * 4.0 ** (8 - self.bits))
 
     def __post_init__(self):
+        super().__post_init__()
         if not 1 <= self.bits <= 8:
             raise OptionError(f"bits must be 1 to 8 (indices are stored in a byte), but it is {self.bits}.", "bits")
         if self.init not in INITS:

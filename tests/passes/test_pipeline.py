@@ -130,6 +130,22 @@ def test_option_type_errors(extra_passes):
         assert info.value.message == message, text
 
 
+def test_a_pass_built_in_python_checks_its_option_types():
+    from archdsl.passes.base import OptionError
+    from archdsl.passes.prune import Prune
+    cases = [(lambda: Tune(rounds=2.5), "rounds", "rounds must be an integer, but it is 2.5 (float)."),
+             (lambda: Tune(rounds=True), "rounds", "rounds must be an integer, but it is True (bool)."),
+             (lambda: Tune(ratio="half"), "ratio", "ratio must be a number, but it is 'half' (str)."),
+             (lambda: Tune(exact=1), "exact", "exact must be true or false, but it is 1 (int)."),
+             (lambda: Prune(ratio="0.5"), "ratio", "ratio must be a number or None, but it is '0.5' (str)."),
+             (lambda: Prune(ratio=0.5, keep=["fc"]), "keep",
+              "keep must be a string or None, but it is ['fc'] (list).")]
+    for make, option, message in cases:
+        with pytest.raises(OptionError) as info:
+            make()
+        assert (str(info.value), info.value.option) == (message, option)
+    assert Tune(ratio=1).ratio == 1 and Prune(ratio=0.5, keep=None).keep is None   # an int is a number
+
 def test_pipeline_error_renders_with_a_caret():
     with pytest.raises(ArchError) as info:
         parse_pipeline("fold-bn,dce{x=1}")

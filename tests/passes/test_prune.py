@@ -280,6 +280,27 @@ def test_a_mac_target_is_not_overshot_by_the_last_round_to_step():
         f"channel shuffle): @{off[0]} (")
 
 
+@pytest.mark.parametrize("file,model", [("densenet.arch", "densenet121"), ("shufflenet_v2.arch", "shufflenet_v2_x1_0"),
+                                        ("googlenet.arch", "googlenet")])
+def test_the_incremental_mac_count_equals_a_full_recount(file, model):
+    """The give-back step re-counts only the nodes one group reaches; that must equal counting the whole
+    graph again (and the graph the pass writes) for any change to any group."""
+    from archdsl.passes.prune import _Plan
+    g = load_small(file, model, 64)
+    groups = channel_groups(g)
+    cands = [gr.index for gr in groups if gr.prunable and gr.size > 1]
+    rng = np.random.default_rng(0)
+    plan = _Plan(g, groups)
+    pick = lambda gi: np.sort(rng.choice(groups[gi].size, rng.integers(0, groups[gi].size), replace=False))  # noqa
+    tally = plan.tally({gi: pick(gi) for gi in cands})
+    assert tally.total == plan.macs(tally.removal)
+    for gi in rng.choice(cands, 12, replace=False):
+        units = pick(gi)
+        assert tally.macs_with(gi, units) == plan.macs({**tally.removal, gi: units})
+        tally.set(gi, units)
+        assert tally.total == plan.macs(tally.removal)
+
+
 def test_keep_patterns_are_never_pruned():
     g = load_small("resnet.arch", "resnet18", 32)
     r = run_pipeline(g, 'prune{ratio=0.5,keep="layer4,layer3.0.conv1"}').reports[0]
