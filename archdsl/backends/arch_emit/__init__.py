@@ -67,4 +67,4 @@ from .spec import ArchSpec
 from .text import GAP_TEXT
 from .tokens import KEYWORDS, label_text
 
-__all__ = ["ArchSpec", "emit_arch", "emit_arch_spec", "write_arch", "check_arch", "label_text", "KEYWORDS"]
+__all__ = ["ArchSpec", "emit_arch", "emit_arch_spec", "write_arch", "check_arch", "label_text", "KEYWORDS", "GAP_TEXT"]
