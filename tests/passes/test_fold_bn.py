@@ -17,7 +17,6 @@ longest, a few seconds each through both backends.
 """
 from __future__ import annotations
 
-import functools
 import importlib.util
 
 import numpy as np
@@ -142,7 +141,6 @@ def test_zoo_model_fold_report_is_exact(file, model):
         assert not rep.rewritten and not rep.rewired and not rep.actions
 
 
-@functools.lru_cache(maxsize=None)
 @pytest.mark.parametrize("file,model", MODELS, ids=[m for _, m in MODELS])
 def test_zoo_model_folded_equals_the_original(file, model):
     g = load_small(file, model)

@@ -7,6 +7,7 @@ constructs found by its base :class:`Constructs` written as constructs.
 """
 from __future__ import annotations
 
+import itertools
 from functools import cached_property
 
 from ...diagnostics import ArchError
@@ -297,7 +298,7 @@ class Writer(Constructs):
                         and free(lab):
                     choice = lab
                 if choice is None:
-                    choice = next(c for c in ["h"] + [f"h{i}" for i in range(1, 1_000_000)] if free(c))
+                    choice = next(c for c in itertools.chain(["h"], (f"h{i}" for i in itertools.count(1))) if free(c))
                 now.add(choice)
                 temps.add(choice)
                 names[t] = choice
