@@ -222,8 +222,11 @@ KS_P = 1e-6                 # the same distribution gives p below this about onc
 KS_MAX_SAMPLES = 100_000    # larger tensors are compared on a fixed random subset (the test's cost)
 
 
-@pytest.mark.parametrize("file, model", [(f, m) for f, m in NEW_FAMILIES if m in TV_NAMES],
-                         ids=[m for f, m in NEW_FAMILIES if m in TV_NAMES])
+CLASSICS = [("vgg.arch", "vgg11_bn"), ("alexnet.arch", "alexnet")]   # ResNet, DenseNet: PyTorch's defaults
+INIT_TWINS = CLASSICS + [(f, m) for f, m in NEW_FAMILIES if m in TV_NAMES]
+
+
+@pytest.mark.parametrize("file, model", INIT_TWINS, ids=[m for f, m in INIT_TWINS])
 def test_initial_weights_follow_torchvisions_distributions(file, model):
     """Every tensor torchvision initialises starts from the same distribution here: constants are equal,
     larger tensors pass a two-sample Kolmogorov-Smirnov test against torchvision's own draw, and no value
