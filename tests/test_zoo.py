@@ -222,7 +222,8 @@ KS_P = 1e-6                 # the same distribution gives p below this about onc
 KS_MAX_SAMPLES = 100_000    # larger tensors are compared on a fixed random subset (the test's cost)
 
 
-CLASSICS = [("vgg.arch", "vgg11_bn"), ("alexnet.arch", "alexnet")]   # ResNet, DenseNet: PyTorch's defaults
+CLASSICS = [("resnet.arch", "resnet18"), ("resnet.arch", "resnet50"), ("vgg.arch", "vgg11_bn"),
+            ("densenet.arch", "densenet121"), ("alexnet.arch", "alexnet")]
 INIT_TWINS = CLASSICS + [(f, m) for f, m in NEW_FAMILIES if m in TV_NAMES]
 
 
