@@ -224,9 +224,10 @@ class Pass:
     def __post_init__(self):
         """Refuse an option of the wrong type (a pass built from Python: the pipeline converts its text
         first). A pass whose options need more checks extends this, calling it first."""
+        hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            typ = option_type(type(self), f.name)
+            typ = hints[f.name]
             optional = type(None) in typing.get_args(typ)
             base = next((a for a in typing.get_args(typ) if a is not type(None)), typ)
             if value is None and optional:
@@ -234,7 +235,7 @@ class Pass:
             ok = (isinstance(value, base) and not (base is int and isinstance(value, bool))
                   or base is float and isinstance(value, int) and not isinstance(value, bool))
             if not ok:
-                raise OptionError(f"{f.name} must be {_TYPE_WORDS[base]}{' or None' if optional else ''}, but it is "
+                raise OptionError(f"{f.name} must be {TYPE_WORDS[base]}{' or None' if optional else ''}, but it is "
                                   f"{value!r} ({type(value).__name__}).", f.name)
 
     def rewrite(self, graph: Graph, report: PassReport, ctx: PassContext) -> bool:
@@ -294,7 +295,7 @@ class Pass:
         return self.name + ("{" + ",".join(opts) + "}" if opts else "")
 
 
-_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}   # in messages
 
 
 def format_value(value) -> str:

@@ -36,7 +36,7 @@ from ..diagnostics import ArchError, Span, did_you_mean
 from ..ir.graph import Graph
 from ..ir.printer import print_graph
 from ..ir.verify import verify as verify_ir
-from .base import Pass, PassReport, PassResult, listing, option_type, registry
+from .base import TYPE_WORDS, Pass, PassReport, PassResult, listing, option_type, registry
 from .context import PassContext
 
 DEFAULT_TOLERANCE = 1e-4
@@ -145,7 +145,7 @@ class _Parser:
         if typ is str:
             return value
         if kind == "str":
-            raise self.error(f"{where} expects {_TYPE_WORDS[typ]}, not quoted text.", vs, ve)
+            raise self.error(f"{where} expects {TYPE_WORDS[typ]}, not quoted text.", vs, ve)
         if typ is bool:
             if value not in ("true", "false"):
                 raise self.error(f"{where} expects true or false, but got '{value}'.", vs, ve)
@@ -153,10 +153,8 @@ class _Parser:
         try:
             return int(value) if typ is int else float(value)
         except ValueError:
-            raise self.error(f"{where} expects {_TYPE_WORDS[typ]}, but got '{value}'.", vs, ve) from None
+            raise self.error(f"{where} expects {TYPE_WORDS[typ]}, but got '{value}'.", vs, ve) from None
 
-
-_TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false"}
 
 
 def parse_pipeline(text: str) -> list[Pass]:

@@ -77,7 +77,7 @@ def _removed_count(size: int, want: int, round_to: int, cap: int | None = None) 
 class _Plan:
     """New shapes, attributes and MACs of the graph for a choice of units to remove (``removal``: group
     index -> sorted unit indices). A node's MACs depend only on its own cut and its inputs' cuts, so
-    :meth:`tally` re-counts, for a change to one group, only the nodes that group reaches."""
+    :class:`_Tally` re-counts, for a change to one group, only the nodes that group reaches."""
 
     def __init__(self, graph: Graph, groups: list[ChannelGroup]):
         self.g = graph
@@ -180,9 +180,6 @@ class _Plan:
             self._reach[gi] = sorted(held | {u for n in held for u in self.g.users(n)})
         return self._reach[gi]
 
-    def tally(self, removal: dict) -> "_Tally":
-        return _Tally(self, removal)
-
 
 class _Tally:
     """The MACs of a removal, kept per node, so that changing one group re-counts only what it reaches."""
@@ -193,18 +190,15 @@ class _Tally:
         self.per = {nid: plan.node_macs(nid, self.removal, memo) for nid in plan.order}
         self.total = sum(self.per.values())
 
-    def _with(self, gi: int, units) -> tuple[dict, dict, int]:
-        trial = {**self.removal, gi: units}
+    def trial(self, gi: int, units) -> tuple[dict, dict, int]:
+        """Group ``gi`` removing ``units`` instead: the removal, the re-counted nodes' MACs and the total."""
+        removal = {**self.removal, gi: units}
         memo: dict = {}
-        new = {nid: self.plan.node_macs(nid, trial, memo) for nid in self.plan.reach(gi)}
-        return trial, new, self.total + sum(new.values()) - sum(self.per[nid] for nid in new)
+        new = {nid: self.plan.node_macs(nid, removal, memo) for nid in self.plan.reach(gi)}
+        return removal, new, self.total + sum(new.values()) - sum(self.per[nid] for nid in new)
 
-    def macs_with(self, gi: int, units) -> int:
-        """The MACs if group ``gi`` removed ``units`` instead."""
-        return self._with(gi, units)[2]
-
-    def set(self, gi: int, units) -> None:
-        self.removal, new, self.total = self._with(gi, units)
+    def commit(self, trial: tuple[dict, dict, int]) -> None:
+        self.removal, new, self.total = trial
         self.per.update(new)
 
 
@@ -340,19 +334,19 @@ class Prune(Pass):
             keep = min(size, size - n + self.round_to)
             return np.sort(ranked[gi][:size - keep])
 
-        tally = plan.tally(removal)
+        tally = _Tally(plan, removal)
         offers = []
         for gi, units in removal.items():
             if not len(units):
                 continue
             less = restored(gi)
-            added = tally.macs_with(gi, less) - tally.total
+            added = tally.trial(gi, less)[2] - tally.total
             worth = float(np.sum(norm[gi][np.setdiff1d(units, less)]))
-            offers.append((-(worth / added) if added > 0 else -math.inf, gi))
-        for _, gi in sorted(offers):
-            less = restored(gi)
-            if tally.macs_with(gi, less) <= target:
-                tally.set(gi, less)
+            offers.append((-(worth / added) if added > 0 else -math.inf, gi, less))
+        for _, gi, less in sorted(offers, key=lambda o: o[:2]):
+            trial = tally.trial(gi, less)
+            if trial[2] <= target:
+                tally.commit(trial)
         return tally.removal
 
     def _apply(self, graph: Graph, plan: _Plan, groups, removal: dict, report: PassReport) -> None:

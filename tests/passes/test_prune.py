@@ -285,19 +285,20 @@ def test_a_mac_target_is_not_overshot_by_the_last_round_to_step():
 def test_the_incremental_mac_count_equals_a_full_recount(file, model):
     """The give-back step re-counts only the nodes one group reaches; that must equal counting the whole
     graph again (and the graph the pass writes) for any change to any group."""
-    from archdsl.passes.prune import _Plan
+    from archdsl.passes.prune import _Plan, _Tally
     g = load_small(file, model, 64)
     groups = channel_groups(g)
     cands = [gr.index for gr in groups if gr.prunable and gr.size > 1]
     rng = np.random.default_rng(0)
     plan = _Plan(g, groups)
     pick = lambda gi: np.sort(rng.choice(groups[gi].size, rng.integers(0, groups[gi].size), replace=False))  # noqa
-    tally = plan.tally({gi: pick(gi) for gi in cands})
+    tally = _Tally(plan, {gi: pick(gi) for gi in cands})
     assert tally.total == plan.macs(tally.removal)
     for gi in rng.choice(cands, 12, replace=False):
         units = pick(gi)
-        assert tally.macs_with(gi, units) == plan.macs({**tally.removal, gi: units})
-        tally.set(gi, units)
+        trial = tally.trial(gi, units)
+        assert trial[2] == plan.macs({**tally.removal, gi: units})
+        tally.commit(trial)
         assert tally.total == plan.macs(tally.removal)
 
 
