@@ -30,6 +30,7 @@ import archdsl
 from archdsl.ir import ops
 from archdsl.ir.channels import ChannelGroup, channel_groups, masked, report
 
+import zoo
 from zoo import ZOO, load_small, zoo_models
 
 
@@ -406,20 +407,13 @@ torch = pytest.importorskip("torch")
 
 
 def randomise_bn(g, rng) -> None:
-    """Batch-norm statistics far from the defaults; zero-initialised weights (an STN's regression layer,
-    which would hide the localisation net from the output) get small random values."""
+    """Zero-initialised weights (an STN's regression layer, which would hide the localisation net from the
+    output) get small random values; batch norms move far from the identity, their statistics measured
+    on data (:func:`zoo.randomise_bn`)."""
     for p in g.params.values():
         if p.trainable and p.name.endswith(".weight") and not p.value.any():
             p.value = rng.uniform(-0.1, 0.1, p.shape)
-    for n in g.nodes():
-        if n.op == "bn":
-            c = n.shape[1]
-            values = {"running_mean": rng.uniform(-0.5, 0.5, c), "running_var": rng.uniform(0.3, 2.5, c),
-                      "weight": rng.uniform(0.5, 1.5, c) * rng.choice([-1.0, 1.0], c),
-                      "bias": rng.uniform(-0.5, 0.5, c)}
-            for local, v in values.items():
-                if local in n.params:
-                    n.param(local).value = v.astype(np.float32)
+    zoo.randomise_bn(g, seed=int(rng.integers(1 << 30)))
 
 
 def randomised(g, group, units, rng):

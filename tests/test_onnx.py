@@ -35,7 +35,7 @@ import archdsl  # noqa: E402
 from archdsl import ArchError  # noqa: E402
 from archdsl.backends.onnx_export import DEFAULT_OPSET, _skeleton, onnx_bytes, save_onnx, to_onnx  # noqa: E402
 from archdsl.cli import main  # noqa: E402
-from zoo import ZOO, load_small, zoo_models  # noqa: E402
+from zoo import ZOO, load_small, randomise_bn, zoo_models  # noqa: E402
 
 SPECS = Path(__file__).resolve().parent / "specs"
 OPS = SPECS / "onnx_ops.arch"
@@ -54,17 +54,15 @@ SPEC_MODELS = [(OPS, m) for m in models_of(OPS)] + [(STN, m) for m in models_of(
 
 
 def randomise(g, seed: int = 0) -> None:
-    """Batch-norm statistics and affine parameters away from 0/1, and STN regressors away from zero."""
+    """Parameters that start as constants (STN regressors, layer scales) moved off them, and batch norms
+    far from the identity with running statistics measured on data (:func:`zoo.randomise_bn`), so the
+    output depends on the input and every layer shows in it."""
     rng = np.random.default_rng(seed)
+    bn_params = {name for n in g.nodes() if n.op == "bn" for name in n.params.values()}
     for name, p in g.params.items():
-        if p.dtype != "float32":
-            continue
-        if name.endswith("running_var"):
-            p.value = rng.uniform(0.5, 1.5, p.shape).astype(np.float32)
-        elif name.endswith("running_mean"):
-            p.value = rng.normal(0.0, 0.1, p.shape).astype(np.float32)
-        elif p.init in ("zeros", "ones") or isinstance(p.init, list):
+        if p.dtype == "float32" and name not in bn_params and (p.init in ("zeros", "ones") or isinstance(p.init, list)):
             p.value = (p.value + rng.normal(0.0, 0.05, p.shape)).astype(np.float32)
+    randomise_bn(g, seed)
 
 
 def inputs_for(g, batch: int = 2, seed: int = 1) -> list:

@@ -1,9 +1,12 @@
 """``fold-bn``: numerics against the unfolded graph, the report's numbers, and every refusal.
 
-* Every zoo model, with random non-trivial batch-norm statistics and affine
-  parameters: the folded model equals the original within 1e-5 relative
-  (``max|folded - original| / max|original|``, fp32) through the PyTorch backend
-  and, where the ONNX exporter exists, through onnxruntime; the report's node,
+* Every zoo model, with batch-norm affine parameters far from 1 and 0 and running
+  statistics measured on data (so the output depends on the input): the folded
+  model in float32 is as close to the original computed in float64 as the original
+  in float32 is, within twice that distance plus 1e-6 (``max|a - b| / max|b|``),
+  through the PyTorch backend and, where the ONNX exporter exists, through
+  onnxruntime. Folding is exact in real arithmetic, so what remains is float32
+  rounding, which reaches 6e-5 on Inception-v3 for the unfolded model too; the report's node,
   parameter and MAC numbers equal independent counts taken from PyTorch modules
   built on the meta device (BatchNorm modules, ``parameters()``, conv/linear
   MACs from forward hooks).
@@ -43,9 +46,9 @@ def inputs_for(g, seed: int = 1) -> list[np.ndarray]:
     return [rng.standard_normal((2, *g.data(i)["shape"][1:]), dtype=np.float32) for i in g.inputs]
 
 
-def torch_outputs(g, xs) -> list[np.ndarray]:
+def torch_outputs(g, xs, dtype=torch.float32) -> list[np.ndarray]:
     with torch.no_grad():
-        out = archdsl.to_torch(g).eval()(*[torch.from_numpy(x) for x in xs])
+        out = archdsl.to_torch(g).eval().to(dtype)(*[torch.from_numpy(x).to(dtype) for x in xs])
     return [o.double().numpy() for o in (out if isinstance(out, tuple) else (out,))]
 
 
@@ -69,10 +72,13 @@ def relative_error(want: list, got: list) -> float:
 
 
 def assert_same_outputs(g, folded) -> None:
+    """``folded`` computes ``g`` up to float32 rounding: its float32 outputs are within twice the distance
+    of ``g``'s own float32 outputs from ``g`` in float64, plus 1e-6, on each backend."""
     xs = inputs_for(g)
-    assert relative_error(torch_outputs(g, xs), torch_outputs(folded, xs)) <= TOL
-    if HAS_ONNX:
-        assert relative_error(ort_outputs(g, xs), ort_outputs(folded, xs)) <= TOL
+    exact = torch_outputs(g, xs, torch.float64)
+    for run in (torch_outputs, ort_outputs) if HAS_ONNX else (torch_outputs,):
+        noise = relative_error(exact, run(g, xs))
+        assert relative_error(exact, run(folded, xs)) <= 2 * noise + 1e-6, run.__name__
 
 
 def torch_counts(g) -> dict:

@@ -3,12 +3,17 @@
 * ``kmeans_1d`` ends at a fixed point of Lloyd's algorithm on a small layer (every weight at its nearest
   centroid, every used centroid the mean of its weights), is deterministic, exact for few distinct values, and starts
   where Deep Compression does (linear over [min, max]); k-means++ follows the seed.
-* At 8 bits the output's cosine similarity with fp32 is at least 0.999 and the ONNX file at most 0.3x
-  the fp32 file, in onnxruntime and PyTorch alike; fewer bits give smaller files (indices packed).
+* At 8 bits the output moves at most 1.5 times as far as when every layer's weights are rounded to 256
+  evenly spaced values over their range (Deep Compression's linear start; k-means lowers the weights' squared
+  error, not always the output's: 0.86x on ResNet-18, 0.76x on GoogLeNet, 1.18x on MobileNetV2 at 32x32), the
+  output's own sensitivity cancelling out of the ratio, and the ONNX file is at most
+  0.3x the fp32 file, in onnxruntime and PyTorch alike; fewer bits give smaller files (indices packed).
 * PyTorch holds uint8 indices and a float codebook, rebuilds the weights from them, fine-tunes the
   codebook and gives it back through ``from_torch``; prune + share reports the size ratio.
 """
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pytest
@@ -48,6 +53,19 @@ def cosine(a, b) -> float:
     return float(a @ b / np.sqrt((a @ a) * (b @ b)))
 
 
+def on_a_linear_grid(g, levels: int = 256):
+    """A copy of ``g`` with each conv and linear weight rounded to ``levels`` evenly spaced values over
+    its own [min, max]: the reference that k-means with as many centroids improves on."""
+    g = g.copy()
+    for n in g.nodes():
+        if n.op in ("conv", "linear"):
+            p = n.param("weight")
+            w = p.value.astype(np.float64)
+            lo, step = w.min(), (w.max() - w.min()) / (levels - 1)
+            p.value = (lo + np.rint((w - lo) / step) * step).astype(np.float32)
+    return g
+
+
 # ---- k-means ---------------------------------------------------------------------------------------
 
 def test_kmeans_ends_at_a_fixed_point_of_lloyds_algorithm():
@@ -75,6 +93,11 @@ def test_few_distinct_values_are_exact_and_kmeans_pp_follows_the_seed():
     a = kmeans_1d(v, 8, "kmeans++", rng=np.random.default_rng(7))
     b = kmeans_1d(v, 8, "kmeans++", rng=np.random.default_rng(7))
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    for value in (0.0, -0.25):        # one value in a layer too large for the distinct-values shortcut
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            cb, idx, error = kmeans_1d(np.full((64, 32), value, np.float32), 8)
+        assert np.array_equal(cb[idx], np.full((64, 32), value, np.float32)) and error == 0.0
     d = kmeans_1d(v, 8, "density")
     assert d[2] < kmeans_1d(v, 8, "linear", iterations=0)[2]      # a better start than plain linear spacing
 
@@ -105,7 +128,8 @@ def test_eight_bits_keep_the_output_and_shrink_the_onnx_file_fourfold(spec, mode
     onnx.checker.check_model(onnx.load_from_string(shared), full_check=True)
     x = inputs(g)
     want, got = torch_run(g, x), ort_run(s, shared, x)
-    assert cosine(got, want) >= 0.999
+    grid = torch_run(on_a_linear_grid(g), x)
+    assert 1 - cosine(got, want) <= 1.5 * (1 - cosine(grid, want))
     assert np.abs(torch_run(s, x) - got).max() <= 1e-5 * max(1.0, np.abs(got).max())
     rows = result.reports[0].layers
     assert len(rows) == sum(1 for n in g.nodes() if n.op in ("conv", "linear"))
