@@ -96,18 +96,17 @@ def randomise_bn(g, seed: int = 0, zero_shift: bool = False) -> None:
     around zero instead make the nets chaotic: a 1 % change of the input changes ResNet-50's output
     by 45 % and EfficientNetV2's by 100 %, so any rounding, int8's included, is blown up far beyond
     what a trained network does with it. With these ranges the zoo's outputs at the tests' sizes vary
-    with the input (0.1 to 0.7 of their spread) and a 1 % change of the input moves them 0.2 to 5 %. ``zero_shift`` sets
-    the means and betas to zero after measuring (a fold that needs no shift)."""
+    with the input (0.1 to 0.7 of their spread) and a 1 % change of the input moves them 0.2 to 5 %.
+    ``zero_shift`` sets the means and betas to zero after measuring (a fold that needs no shift)."""
     bns = [n for n in g.nodes() if n.op == "bn"]
     if not bns:
         return
     rng = np.random.default_rng(seed)
     for n in bns:
-        c = n.shape[1]
-        for local, v in (("weight", rng.uniform(0.5, 1.0, c) * rng.choice([-1.0, 1.0], c)),
-                         ("bias", rng.uniform(0.5, 1.0, c))):
+        gamma, beta = bn_affine(rng, n.shape[1])
+        for local, v in (("weight", gamma), ("bias", beta)):
             if local in n.params:
-                n.param(local).value = v.astype(np.float32)
+                n.param(local).value = v
     import torch
 
     from archdsl.passes.calibrate import float_module
@@ -124,6 +123,12 @@ def randomise_bn(g, seed: int = 0, zero_shift: bool = False) -> None:
             n.param("running_mean").value = np.zeros_like(n.param("running_mean").value)
             if "bias" in n.params:
                 n.param("bias").value = np.zeros_like(n.param("bias").value)
+
+
+def bn_affine(rng, c: int) -> tuple:
+    """``(gamma, beta)`` float32 for ``c`` channels: sizes 0.5 to 1, half the gammas negative, betas 0.5 to 1."""
+    gamma = rng.uniform(0.5, 1.0, c) * rng.choice([-1.0, 1.0], c)
+    return gamma.astype(np.float32), rng.uniform(0.5, 1.0, c).astype(np.float32)
 
 
 def calibrate_batch_norm(module, xs) -> None:
@@ -158,17 +163,19 @@ def input_dependence(y) -> float:
 
 
 def randomise_batch_norm(module, shape, seed: int = 1) -> None:
-    """Move a PyTorch module's normalisations far from the identity: batch-norm gammas and betas
-    around 1 and 0 with a spread of 0.2, layer norms likewise, ConvNeXt's layer scales (1e-6, which
-    would hide every residual branch) to 0.5 to 1; then batch-norm running statistics measured on a
-    random batch of ``shape`` (:func:`calibrate_batch_norm`), so the output depends on the input."""
+    """Move a PyTorch module's normalisations far from the identity: batch-norm gammas and betas as
+    :func:`randomise_bn` draws them, layer norms' around 1 and 0 with a spread of 0.2, ConvNeXt's
+    layer scales (1e-6, which would hide every residual branch) to 0.5 to 1; then batch-norm running
+    statistics measured on a random batch of ``shape`` (:func:`calibrate_batch_norm`)."""
     import torch
     gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
     with torch.no_grad():
         for m in module.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.weight.copy_(1 + 0.2 * torch.randn(m.num_features, generator=gen))
-                m.bias.copy_(0.2 * torch.randn(m.num_features, generator=gen))
+                gamma, beta = bn_affine(rng, m.num_features)
+                m.weight.copy_(torch.from_numpy(gamma))
+                m.bias.copy_(torch.from_numpy(beta))
                 m.num_batches_tracked.fill_(7)
             elif isinstance(m, torch.nn.LayerNorm) or type(m).__name__ == "LayerNorm2d":
                 m.weight.copy_(1 + 0.2 * torch.randn(m.weight.shape, generator=gen))
