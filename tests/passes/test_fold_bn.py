@@ -31,6 +31,7 @@ import archdsl  # noqa: E402
 from archdsl import ArchError  # noqa: E402
 from archdsl.ir.verify import verify  # noqa: E402
 from archdsl.passes import run_pipeline  # noqa: E402
+from archdsl.passes.calibrate import float_module  # noqa: E402
 from archdsl.passes.fold_bn import FoldBatchNorm  # noqa: E402
 
 from zoo import load_small, randomise_bn, zoo_models  # noqa: E402
@@ -47,8 +48,8 @@ def inputs_for(g, seed: int = 1) -> list[np.ndarray]:
 
 
 def torch_outputs(g, xs, dtype=torch.float32) -> list[np.ndarray]:
-    with torch.no_grad():
-        out = archdsl.to_torch(g).eval().to(dtype)(*[torch.from_numpy(x).to(dtype) for x in xs])
+    with torch.no_grad():             # float_module: to_torch sharing the IR's arrays (VGG's are 500 MB)
+        out = float_module(g).to(dtype)(*[torch.from_numpy(x).to(dtype) for x in xs])
     return [o.double().numpy() for o in (out if isinstance(out, tuple) else (out,))]
 
 
