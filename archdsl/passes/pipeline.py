@@ -156,7 +156,6 @@ class _Parser:
             raise self.error(f"{where} expects {TYPE_WORDS[typ]}, but got '{value}'.", vs, ve) from None
 
 
-
 def parse_pipeline(text: str) -> list[Pass]:
     """The pass objects a pipeline text names, in order; ArchError on any mistake."""
     return _Parser(text).pipeline()

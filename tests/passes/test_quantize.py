@@ -56,8 +56,8 @@ def quantize(g, passes: str = "quantize", n: int = 16, seed: int = 1, **ctx):
 
 
 def torch_run(g, x):
-    with torch.no_grad():
-        out = archdsl.to_torch(g).eval()(torch.from_numpy(x))
+    with torch.no_grad():             # float_module: to_torch sharing the IR's arrays (VGG's are 500 MB)
+        out = float_module(g)(torch.from_numpy(x))
     return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
 
 
@@ -297,13 +297,10 @@ def test_int8_onnx_of_every_zoo_model_stays_close_to_fp32(spec, model):
     onnx.checker.check_model(onnx.load_from_string(model), full_check=len(model) < 50_000_000)
     x = samples(g, 2, 9)                 # the calibration samples' distribution, other samples
     sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-    with torch.no_grad():                # the float model, sharing the IR's weights (the VGGs' are 500 MB)
-        want = float_module(g)(torch.from_numpy(x)).numpy()
-    got = sess.run(None, {"x": x})[0]
+    want, got = torch_run(g, x)[0], sess.run(None, {"x": x})[0]
     # onnxruntime's integer kernels move the output about as far as the quantisation they compute does
     # (the fake-quant module: its roundings in float arithmetic), whatever the network's sensitivity
-    with torch.no_grad():
-        own = 1 - cosine(float_module(q)(torch.from_numpy(x)).numpy(), want)
+    own = 1 - cosine(torch_run(q, x)[0], want)
     assert 1 - cosine(got, want) <= 1.5 * own + 1e-4
     assert cosine(got, want) >= ZOO_COS
 
