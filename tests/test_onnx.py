@@ -35,8 +35,7 @@ import archdsl  # noqa: E402
 from archdsl import ArchError  # noqa: E402
 from archdsl.backends.onnx_export import DEFAULT_OPSET, _skeleton, onnx_bytes, save_onnx, to_onnx  # noqa: E402
 from archdsl.cli import main  # noqa: E402
-from archdsl.passes.calibrate import float_module  # noqa: E402
-from zoo import ZOO, load_small, randomise_bn, zoo_models  # noqa: E402
+from zoo import ZOO, ir_outputs, load_small, random_inputs, randomise_bn, zoo_models  # noqa: E402
 
 SPECS = Path(__file__).resolve().parent / "specs"
 OPS = SPECS / "onnx_ops.arch"
@@ -64,17 +63,6 @@ def randomise(g, seed: int = 0) -> None:
         if p.dtype == "float32" and name not in bn_params and (p.init in ("zeros", "ones") or isinstance(p.init, list)):
             p.value = (p.value + rng.normal(0.0, 0.05, p.shape)).astype(np.float32)
     randomise_bn(g, seed)
-
-
-def inputs_for(g, batch: int = 2, seed: int = 1) -> list:
-    rng = np.random.default_rng(seed)
-    return [rng.standard_normal((batch, *g.data(i)["shape"][1:]), dtype=np.float32) for i in g.inputs]
-
-
-def torch_outputs(g, xs) -> list:
-    with torch.no_grad():             # float_module: to_torch sharing the IR's arrays (VGG's are 500 MB)
-        out = float_module(g)(*[torch.from_numpy(x) for x in xs])
-    return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
 
 
 def ort_outputs(model, xs, providers=("CPUExecutionProvider",)) -> list:
@@ -141,8 +129,8 @@ def test_zoo_model_checks_and_matches_torch(file, model):
     g = load_small(ZOO / file, model)
     randomise(g)
     m = check_model(g)
-    xs = inputs_for(g)
-    assert_close(ort_outputs(m, xs), torch_outputs(g, xs))
+    xs = random_inputs(g)
+    assert_close(ort_outputs(m, xs), ir_outputs(g, xs))
 
 
 @pytest.mark.parametrize("path,model", SPEC_MODELS, ids=[f"{p.stem}::{m}" for p, m in SPEC_MODELS])
@@ -151,8 +139,8 @@ def test_op_specs_check_and_match_torch(path, model, functions):
     g = archdsl.load(path, model)
     randomise(g)
     m = check_model(g, functions)
-    xs = inputs_for(g)
-    assert_close(ort_outputs(m, xs), torch_outputs(g, xs))
+    xs = random_inputs(g)
+    assert_close(ort_outputs(m, xs), ir_outputs(g, xs))
 
 
 def test_stn_specs_cover_affine_grid_and_grid_sample():
@@ -168,8 +156,8 @@ def test_resnet_with_functions_matches_torch():
     g = load_small(ZOO / "resnet.arch", "resnet18")
     randomise(g)
     m = check_model(g, functions=True)
-    xs = inputs_for(g)
-    assert_close(ort_outputs(m, xs), torch_outputs(g, xs))
+    xs = random_inputs(g)
+    assert_close(ort_outputs(m, xs), ir_outputs(g, xs))
 
 
 @pytest.mark.parametrize("opset", [13, 16, 18, 19, 21, onnx.defs.onnx_opset_version()])
@@ -181,8 +169,8 @@ def test_other_opsets_match_torch(opset):
         m = to_onnx(g, opset=opset)
         assert m.opset_import[0].version == opset
         onnx.checker.check_model(m, full_check=True)
-        xs = inputs_for(g)
-        assert_close(ort_outputs(m, xs), torch_outputs(g, xs))
+        xs = random_inputs(g)
+        assert_close(ort_outputs(m, xs), ir_outputs(g, xs))
 
 
 def test_dynamic_batch():
@@ -191,10 +179,10 @@ def test_dynamic_batch():
     for v in list(m.graph.input) + list(m.graph.output):
         assert v.type.tensor_type.shape.dim[0].dim_param == "N"
     for batch in (1, 3):
-        xs = inputs_for(g, batch=batch)
+        xs = random_inputs(g, batch=batch)
         out = ort_outputs(m, xs)
         assert out[0].shape == (batch, 1000)
-        assert_close(out, torch_outputs(g, xs))
+        assert_close(out, ir_outputs(g, xs))
 
 
 @pytest.mark.skipif(not CUDA, reason="needs CUDA in both PyTorch and onnxruntime")
@@ -203,9 +191,9 @@ def test_dynamic_batch():
 def test_cuda_provider_matches_torch(path, model):
     g = load_small(path, model)
     randomise(g)
-    xs = inputs_for(g)
+    xs = random_inputs(g)
     got = ort_outputs(to_onnx(g), xs, ("CUDAExecutionProvider", "CPUExecutionProvider"))
-    assert_close(got, torch_outputs(g, xs))
+    assert_close(got, ir_outputs(g, xs))
 
 
 # ---- opsets and errors ---------------------------------------------------------------------
@@ -329,8 +317,8 @@ def test_compile_cli_writes_a_checked_model(tmp_path, capsys):
     onnx.checker.check_model(m, full_check=True)
     assert [f.name for f in m.functions] == ["glimpse"]
     g = archdsl.load(STN, "stn_resize")
-    xs = inputs_for(g)
-    assert_close(ort_outputs(m, xs), torch_outputs(g, xs))
+    xs = random_inputs(g)
+    assert_close(ort_outputs(m, xs), ir_outputs(g, xs))
 
 
 def test_emitting_onnx_does_not_import_torch():

@@ -154,6 +154,27 @@ def calibrate_batch_norm(module, xs) -> None:
     module.eval()
 
 
+def random_inputs(g, batch: int = 2, seed: int = 1) -> list[np.ndarray]:
+    """One standard-normal float32 batch of ``batch`` per input of the IR ``g``, in its declared shape."""
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((batch, *g.data(i)["shape"][1:]), dtype=np.float32) for i in g.inputs]
+
+
+def ir_outputs(g, xs, dtype=None) -> list[np.ndarray]:
+    """Every output of the IR ``g`` on the inputs ``xs`` (an array or a list of them), in inference mode
+    and in ``dtype`` (a torch dtype; the IR's own when None), as NumPy arrays. Runs ``float_module``:
+    ``to_torch`` sharing the IR's arrays instead of copying them (VGG's weights are 500 MB)."""
+    import torch
+    from archdsl.passes.calibrate import float_module
+    xs = [torch.from_numpy(x) for x in (xs if isinstance(xs, (list, tuple)) else [xs])]
+    module = float_module(g)
+    if dtype is not None:
+        module, xs = module.to(dtype), [x.to(dtype) for x in xs]
+    with torch.no_grad():
+        out = module(*xs)
+    return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
+
+
 def input_dependence(y) -> float:
     """How much a batch of outputs varies with the input: the standard deviation across the batch of
     each output's deviation from the batch mean, relative to the outputs' own spread. Near 0 (float

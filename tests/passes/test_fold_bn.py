@@ -31,27 +31,15 @@ import archdsl  # noqa: E402
 from archdsl import ArchError  # noqa: E402
 from archdsl.ir.verify import verify  # noqa: E402
 from archdsl.passes import run_pipeline  # noqa: E402
-from archdsl.passes.calibrate import float_module  # noqa: E402
 from archdsl.passes.fold_bn import FoldBatchNorm  # noqa: E402
 
-from zoo import load_small, randomise_bn, zoo_models  # noqa: E402
+from zoo import ir_outputs, load_small, random_inputs, randomise_bn, zoo_models  # noqa: E402
 TOL = 1e-5
 HAS_ONNX = importlib.util.find_spec("archdsl.backends.onnx_export") is not None
 
 
 
 # ---- helpers -------------------------------------------------------------------------------
-
-def inputs_for(g, seed: int = 1) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [rng.standard_normal((2, *g.data(i)["shape"][1:]), dtype=np.float32) for i in g.inputs]
-
-
-def torch_outputs(g, xs, dtype=torch.float32) -> list[np.ndarray]:
-    with torch.no_grad():             # float_module: to_torch sharing the IR's arrays (VGG's are 500 MB)
-        out = float_module(g).to(dtype)(*[torch.from_numpy(x).to(dtype) for x in xs])
-    return [o.double().numpy() for o in (out if isinstance(out, tuple) else (out,))]
-
 
 def ort_outputs(g, xs) -> list[np.ndarray]:
     ort = pytest.importorskip("onnxruntime")
@@ -75,9 +63,9 @@ def relative_error(want: list, got: list) -> float:
 def assert_same_outputs(g, folded) -> None:
     """``folded`` computes ``g`` up to float32 rounding: its float32 outputs are within twice the distance
     of ``g``'s own float32 outputs from ``g`` in float64, plus 1e-6, on each backend."""
-    xs = inputs_for(g)
-    exact = torch_outputs(g, xs, torch.float64)
-    for run in (torch_outputs, ort_outputs) if HAS_ONNX else (torch_outputs,):
+    xs = random_inputs(g)
+    exact = ir_outputs(g, xs, torch.float64)
+    for run in (ir_outputs, ort_outputs) if HAS_ONNX else (ir_outputs,):
         noise = relative_error(exact, run(g, xs))
         assert relative_error(exact, run(folded, xs)) <= 2 * noise + 1e-6, run.__name__
 
@@ -283,8 +271,8 @@ def test_folding_into_a_padded_conv_would_be_wrong_at_the_border():
     bn = naive.node(next(n.id for n in naive.nodes() if n.op == "bn"))
     conv = naive.node(naive.outputs[0])
     folder._fold_forward(bn, [(conv.id, 0)])
-    xs = inputs_for(g)
-    want, got = torch_outputs(g, xs)[0], torch_outputs(naive, xs)[0]
+    xs = random_inputs(g)
+    want, got = ir_outputs(g, xs)[0], ir_outputs(naive, xs)[0]
     diff = np.abs(want - got).max(axis=(0, 1))
     assert diff[1:-1, 1:-1].max() <= TOL * np.abs(want).max()        # interior: exact
     assert diff[0].min() > 1e-3 and diff[:, 0].min() > 1e-3           # border: wrong

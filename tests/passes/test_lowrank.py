@@ -23,7 +23,7 @@ from archdsl.passes import parse_pipeline, run_pipeline  # noqa: E402
 from archdsl.passes import factorize as fz  # noqa: E402
 from archdsl.passes.lowrank import LowRank  # noqa: E402
 
-from zoo import load_small, randomise_bn, zoo_models  # noqa: E402
+from zoo import ir_outputs, load_small, random_inputs, randomise_bn, zoo_models  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -39,12 +39,6 @@ def _one_blas_thread():
         yield
 
 
-def outputs(g, xs):
-    with torch.no_grad():
-        out = archdsl.to_torch(g).eval()(*[torch.from_numpy(x) for x in xs])
-    return [o.double().numpy() for o in (out if isinstance(out, tuple) else (out,))]
-
-
 def ort_outputs(g, xs):
     ort = pytest.importorskip("onnxruntime")
     from archdsl.backends.onnx_export import onnx_bytes
@@ -52,11 +46,6 @@ def ort_outputs(g, xs):
     opts.intra_op_num_threads = 1
     sess = ort.InferenceSession(onnx_bytes(g), opts, providers=["CPUExecutionProvider"])
     return [o.astype(np.float64) for o in sess.run(None, {i.name: x for i, x in zip(sess.get_inputs(), xs)})]
-
-
-def inputs_for(g, batch=2, seed=1):
-    rng = np.random.default_rng(seed)
-    return [rng.standard_normal((batch, *g.data(i)["shape"][1:]), dtype=np.float32) for i in g.inputs]
 
 
 def rel(a, b) -> float:
@@ -116,10 +105,10 @@ def reference(g, new, report):
 
 def assert_matches_reference(g, new, report, tol=1e-5, onnx=False):
     ref = reference(g, new, report)
-    xs = inputs_for(g)
-    assert rel(outputs(new, xs), outputs(ref, xs)) <= tol
+    xs = random_inputs(g)
+    assert rel(ir_outputs(new, xs), ir_outputs(ref, xs)) <= tol
     if onnx:
-        assert rel(ort_outputs(new, xs), outputs(ref, xs)) <= tol
+        assert rel(ort_outputs(new, xs), ir_outputs(ref, xs)) <= tol
     return ref
 
 
@@ -145,8 +134,8 @@ def test_full_rank_reproduces_the_original(method):
     g = small()
     new, rep = lowrank(g, f"lowrank{{method={method},ratio=1,min_gain=0}}")
     assert rep.modified and rep.layers
-    xs = inputs_for(g)
-    assert rel(outputs(new, xs), outputs(g, xs)) <= 1e-5
+    xs = random_inputs(g)
+    assert rel(ir_outputs(new, xs), ir_outputs(g, xs)) <= 1e-5
     assert max(row["rel_error"] for row in rep.layers) <= 1e-6
     assert LowRank(method=method, ratio=1.0).expected_error() == 0.0
 
@@ -155,8 +144,8 @@ def test_full_rank_on_a_zoo_model_in_a_verified_pipeline():
     g = load_small("resnet.arch", "resnet18", size=32)
     randomise_bn(g, seed=2)
     result = run_pipeline(g, "lowrank{ratio=1,min_gain=0}", verify=True)     # expected error 0: held to 1e-4
-    xs = inputs_for(g)
-    assert rel(outputs(result.graph, xs), outputs(g, xs)) <= 1e-5
+    xs = random_inputs(g)
+    assert rel(ir_outputs(result.graph, xs), ir_outputs(g, xs)) <= 1e-5
     assert len(result.reports[0].layers) == sum(n.op in ("conv", "linear") for n in g.nodes())
 
 
@@ -183,8 +172,8 @@ def test_weights_of_exactly_the_chosen_rank_are_reproduced_to_float_precision():
     ranks = {row["layer"]: row["ranks"] for row in rep.layers}
     assert ranks == {"c3": [5, 4], "cd": [5, 4], "cs": [5, 4], "p1": [6], "fc1": [6], "fc2": [6]}
     assert max(row["rel_error"] for row in rep.layers) <= 1e-6
-    xs = inputs_for(g)
-    assert rel(outputs(new, xs), outputs(g, xs)) <= 1e-5
+    xs = random_inputs(g)
+    assert rel(ir_outputs(new, xs), ir_outputs(g, xs)) <= 1e-5
 
 
 def test_cp_of_an_exact_rank_kernel_is_reproduced():
@@ -195,8 +184,8 @@ def test_cp_of_an_exact_rank_kernel_is_reproduced():
     new, rep = lowrank(g, "lowrank{method=cp,ratio=0.5,iters=500}")          # ceil(0.5 * 8) = 4
     (row,) = rep.layers
     assert row["ranks"] == [4] and row["rel_error"] <= 1e-6
-    xs = inputs_for(g)
-    assert rel(outputs(new, xs), outputs(g, xs)) <= 1e-5
+    xs = random_inputs(g)
+    assert rel(ir_outputs(new, xs), ir_outputs(g, xs)) <= 1e-5
 
 
 # ---- reduced rank: the error identities ------------------------------------------------------------
@@ -281,8 +270,8 @@ def test_a_mode_kept_whole_is_folded_into_the_core():
     assert rep.layers[0]["ranks"] == [27, 3]
     assert [new.node(new.by_scope(f"c.{k}")).attrs["kernel_size"] for k in range(2)] == [(3, 3), (1, 1)]
     assert new.by_scope("c.2") is None
-    xs = inputs_for(g)
-    assert rel(outputs(new, xs), outputs(g, xs)) <= 1e-5
+    xs = random_inputs(g)
+    assert rel(ir_outputs(new, xs), ir_outputs(g, xs)) <= 1e-5
 
 
 # ---- report, scopes, refusals -------------------------------------------------------------------------

@@ -19,23 +19,11 @@ from archdsl.ir.channels import channel_groups, masked  # noqa: E402
 from archdsl.ir.stats import totals  # noqa: E402
 from archdsl.ir.verify import verify  # noqa: E402
 from archdsl.passes import run_pipeline  # noqa: E402
-from archdsl.passes.calibrate import float_module  # noqa: E402
 from archdsl.passes.context import PassContext  # noqa: E402
 
-from zoo import load_small, randomise_bn, zoo_models  # noqa: E402
+from zoo import ir_outputs, load_small, random_inputs, randomise_bn, zoo_models  # noqa: E402
 
 TOL = 1e-5
-
-
-def outputs(g, xs):
-    with torch.no_grad():             # float_module: to_torch sharing the IR's arrays (VGG's are 500 MB)
-        out = float_module(g)(*[torch.from_numpy(x) for x in xs])
-    return [o.double().numpy() for o in (out if isinstance(out, tuple) else (out,))]
-
-
-def inputs_for(g, batch=2, seed=1):
-    rng = np.random.default_rng(seed)
-    return [rng.standard_normal((batch, *g.data(i)["shape"][1:]), dtype=np.float32) for i in g.inputs]
 
 
 def removed_units(original, report):
@@ -63,8 +51,8 @@ def assert_pruned_equals_masked(g, passes="prune{ratio=0.3}", ctx=None):
     assert choice, "the report names no removed channels"
     reference = masked(g, choice, roles=("in",))
     stricter = masked(g, choice, roles=("out", "in"))
-    xs = inputs_for(g)
-    for a, b, c in zip(outputs(pruned, xs), outputs(reference, xs), outputs(stricter, xs)):
+    xs = random_inputs(g)
+    for a, b, c in zip(ir_outputs(pruned, xs), ir_outputs(reference, xs), ir_outputs(stricter, xs)):
         scale = max(1.0, np.abs(b).max())
         assert np.abs(a - b).max() <= TOL * scale
         assert np.abs(a - c).max() <= TOL * scale
@@ -215,8 +203,8 @@ def test_dead_channels_are_removed_without_changing_the_outputs():
     result = run_pipeline(g, "prune{ratio=0.1,criterion=bn-scale}")     # 32 * 0.1 -> 3 channels per group
     rows = {r["layer"]: r for r in result.reports[0].layers}
     assert sorted(set(range(32)) - set(rows["e"]["kept"])) == dead
-    xs = inputs_for(g)
-    for a, b in zip(outputs(result.graph, xs), outputs(g, xs)):
+    xs = random_inputs(g)
+    for a, b in zip(ir_outputs(result.graph, xs), ir_outputs(g, xs)):
         assert np.abs(a - b).max() <= TOL * max(1.0, np.abs(b).max())
 
 
@@ -366,9 +354,9 @@ def test_pruned_model_runs_in_onnxruntime():
     pruned = run_pipeline(g, "prune{macs=0.5}").graph
     model = archdsl.to_onnx(pruned)
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    xs = inputs_for(pruned)
+    xs = random_inputs(pruned)
     (onnx_out,) = sess.run(None, {"x": xs[0]})
-    (torch_out,) = outputs(pruned, xs)
+    (torch_out,) = ir_outputs(pruned, xs)
     assert np.abs(onnx_out - torch_out).max() <= 1e-4 * max(1.0, np.abs(torch_out).max())
 
 
@@ -389,11 +377,11 @@ def test_every_pruned_zoo_model_writes_torch_source_that_takes_its_weights(file,
     spec.loader.exec_module(gen)
     cls = getattr(gen, _top_class_name((tmp_path / "pruned.py").read_text()))
     module = gen.load_weights(cls()).eval()
-    xs = inputs_for(pruned)
+    xs = random_inputs(pruned)
     with torch.no_grad():
         got = module(*[torch.from_numpy(x) for x in xs])
     got = [o.double().numpy() for o in (got if isinstance(got, tuple) else (got,))]
-    for a, b in zip(got, outputs(pruned, xs)):
+    for a, b in zip(got, ir_outputs(pruned, xs)):
         assert np.array_equal(a, b)
     if "dense" in model:
         lines = [line.strip() for line in (tmp_path / "pruned.py").read_text().splitlines()]
@@ -425,8 +413,8 @@ def test_the_emitted_spec_has_the_pruned_macs_and_takes_the_pruned_weights(file,
     assert print_graph(spec, locations=False).split("\n", 1)[1] == print_graph(pruned, locations=False).split(
         "\n", 1)[1]
     load_weights(spec, tmp_path / "pruned.pt")            # strict: every name and shape
-    xs = inputs_for(spec)
-    for a, b in zip(outputs(spec, xs), outputs(pruned, xs)):
+    xs = random_inputs(spec)
+    for a, b in zip(ir_outputs(spec, xs), ir_outputs(pruned, xs)):
         assert np.array_equal(a, b)
 
 

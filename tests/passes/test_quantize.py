@@ -33,11 +33,11 @@ from archdsl.ir.types import INT_RANGES  # noqa: E402
 from archdsl.ir.verify import infer_types, verify  # noqa: E402
 from archdsl.passes import run_pipeline  # noqa: E402
 from archdsl.passes.base import PassReport  # noqa: E402
-from archdsl.passes.calibrate import affine_params, float_module  # noqa: E402
+from archdsl.passes.calibrate import affine_params  # noqa: E402
 from archdsl.passes.context import PassContext  # noqa: E402
 from archdsl.passes.quantize import Quantize, fold_for_quantization, quantize_weights  # noqa: E402
 
-from zoo import load_small, randomise_bn, zoo_models  # noqa: E402
+from zoo import ir_outputs, load_small, randomise_bn, zoo_models  # noqa: E402
 
 COS = 0.99          # ResNet-18 at 32x32: 0.9998
 # Any zoo network at 32x32, batch norms calibrated on data (tests/zoo.py): the int8 outputs' cosine with
@@ -53,12 +53,6 @@ def samples(g, n: int, seed: int) -> np.ndarray:
 
 def quantize(g, passes: str = "quantize", n: int = 16, seed: int = 1, **ctx):
     return run_pipeline(g, passes, ctx=PassContext(data={"x": samples(g, n, seed)}, **ctx))
-
-
-def torch_run(g, x):
-    with torch.no_grad():             # float_module: to_torch sharing the IR's arrays (VGG's are 500 MB)
-        out = float_module(g)(torch.from_numpy(x))
-    return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
 
 
 def ort_run(g, x, optimise: bool = True):
@@ -132,7 +126,7 @@ def test_quantize_and_dequantize_nodes_compute_the_numpy_reference():
     g2.outputs = [xq.id, q.users(xq.id)[0]]
     s, z = xq.quant.scale[0], xq.quant.zero_point[0]
     want = np_quantize(x, s, z, "uint8")
-    for out in (torch_run(g2, x), ort_run(g2, x)):
+    for out in (ir_outputs(g2, x), ort_run(g2, x)):
         assert out[0].dtype == np.uint8 and np.array_equal(out[0], want)
         assert np.array_equal(out[1], ((want.astype(np.float32) - z) * np.float32(s)).astype(np.float32))
 
@@ -157,7 +151,7 @@ def test_a_quantised_conv_is_int32_accumulation_requantised_to_uint8():
         np.float64)), torch.from_numpy(conv.param("bias").value.astype(np.float64)), stride=2, padding=1).numpy()
     assert np.array_equal(acc, np.rint(acc)) and np.abs(acc).max() < 2 ** 31       # exact int32 accumulation
     ref = np.clip(np.rint(acc * (sx * sw[None, :, None, None]) / sy) + zy, 0, 255)    # requantised, relu = saturation
-    for got in (ort_run(q, x)[0], torch_run(q, x)[0]):
+    for got in (ort_run(q, x)[0], ir_outputs(q, x)[0]):
         assert got.dtype == np.uint8
         diff = np.abs(got.astype(np.int64) - ref)
         assert diff.max() <= 1 and (diff == 0).mean() > 0.99
@@ -188,7 +182,7 @@ def test_each_integer_op_agrees_with_the_fake_quant_module_within_one_step(name)
     assert tail, [n.scope for n in q.nodes()]
     part = cut_at(q, q.data(tail[-1])["scope"])
     x = samples(g, 8, 11)
-    got, want = ort_run(part, x)[0], torch_run(part, x)[0]
+    got, want = ort_run(part, x)[0], ir_outputs(part, x)[0]
     assert got.dtype == want.dtype and got.dtype in (np.uint8, np.int8)
     diff = np.abs(got.astype(np.int64) - want.astype(np.int64))
     assert diff.max() <= 1 and (diff == 0).mean() >= 0.99, (diff.max(), (diff == 0).mean())
@@ -219,14 +213,14 @@ def test_whole_models_agree_with_the_fake_quant_module(spec, model):
     randomise_bn(g)
     q = quantize(g, n=16).graph
     x = samples(g, 4, 5)
-    assert_int8_outputs_agree(ort_run(q, x)[0], torch_run(q, x)[0], torch_run(g, x)[0])
+    assert_int8_outputs_agree(ort_run(q, x)[0], ir_outputs(q, x)[0], ir_outputs(g, x)[0])
     # with onnxruntime's fusions off it computes the QDQ graph as written: the integers agree, up to
     # rare float rounding ties in the float convolutions and what they carry forward (DenseNet's
     # concatenations carry each one into every later layer of the block)
     points = [n.id for n in q.nodes() if n.op in ("quantize", "qclamp")]
     exposed = q.copy()
     exposed.outputs = exposed.outputs + points
-    ref, fq = ort_run(exposed, x, optimise=False)[1:], torch_run(exposed, x)[1:]
+    ref, fq = ort_run(exposed, x, optimise=False)[1:], ir_outputs(exposed, x)[1:]
     assert_only_ties_start_differences(ref, fq)
     diffs = np.concatenate([np.abs(a.astype(np.int64) - b.astype(np.int64)).ravel() for a, b in zip(ref, fq)])
     assert (diffs > 1).mean() < 2e-2         # GoogLeNet 1.1 %
@@ -258,7 +252,7 @@ def test_qoperator_format_is_integer_operators_end_to_end(spec, model):
     assert any(o.domain == "com.microsoft" for o in proto.opset_import)
     x = samples(g, 4, 5)
     got = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    assert_int8_outputs_agree(got, torch_run(qop, x)[0], torch_run(g, x)[0])
+    assert_int8_outputs_agree(got, ir_outputs(qop, x)[0], ir_outputs(g, x)[0])
     flat = onnx.load_from_string(onnx_bytes(qop, functions=True))      # functions keep the QDQ form
     assert "QLinearConv" not in [n.op_type for n in flat.graph.node]
 
@@ -277,7 +271,7 @@ def test_the_int8_pytorch_module_runs_the_integer_kernels(spec, model):
     x = samples(g, 4, 5)
     with torch.no_grad():
         got = module(torch.from_numpy(x)).numpy()
-    assert_int8_outputs_agree(got, torch_run(q, x)[0], torch_run(g, x)[0])
+    assert_int8_outputs_agree(got, ir_outputs(q, x)[0], ir_outputs(g, x)[0])
     s8 = quantize(g, "quantize{activations=s8}", n=4).graph
     with pytest.raises(ArchError, match="runs uint8 activations"):
         int8_module(s8)
@@ -297,10 +291,10 @@ def test_int8_onnx_of_every_zoo_model_stays_close_to_fp32(spec, model):
     onnx.checker.check_model(onnx.load_from_string(model), full_check=len(model) < 50_000_000)
     x = samples(g, 2, 9)                 # the calibration samples' distribution, other samples
     sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-    want, got = torch_run(g, x)[0], sess.run(None, {"x": x})[0]
+    want, got = ir_outputs(g, x)[0], sess.run(None, {"x": x})[0]
     # onnxruntime's integer kernels move the output about as far as the quantisation they compute does
     # (the fake-quant module: its roundings in float arithmetic), whatever the network's sensitivity
-    own = 1 - cosine(torch_run(q, x)[0], want)
+    own = 1 - cosine(ir_outputs(q, x)[0], want)
     assert 1 - cosine(got, want) <= 1.5 * own + 1e-4
     assert cosine(got, want) >= ZOO_COS
 
@@ -337,7 +331,7 @@ def test_a_cnn_trained_on_digits_loses_at_most_one_point_of_accuracy():
     trained = archdsl.from_torch(g, model)
     q = run_pipeline(trained, "quantize", ctx=PassContext(data={"x": x[train], "y": y[train]},
                                                             calib_samples=256)).graph
-    float_acc = (torch_run(trained, x[test])[0].argmax(1) == y[test]).mean()
+    float_acc = (ir_outputs(trained, x[test])[0].argmax(1) == y[test]).mean()
     int8_acc = (ort_run(q, x[test])[0].argmax(1) == y[test]).mean()
     assert float_acc > 0.9
     assert int8_acc >= float_acc - 0.01, (float_acc, int8_acc)
@@ -355,7 +349,7 @@ def test_pre_activation_bn_relu_becomes_an_exact_clamp_folded_into_the_next_laye
     assert not any(n.op == "bn" for n in folded.nodes())
     assert len(preact) == sum(1 for n in folded.nodes() if n.op == "clamp") == 16 * 3 + 2 + 1
     x = samples(g, 2, 4)
-    want, got = torch_run(g, x)[0], torch_run(folded, x)[0]
+    want, got = ir_outputs(g, x)[0], ir_outputs(folded, x)[0]
     assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
     q = quantize(g).graph
     assert sum(1 for n in q.nodes() if n.op == "qclamp") == len(preact)
@@ -372,7 +366,7 @@ def test_bn_relu_before_a_padded_conv_stays_a_float_island():
     q = result.graph
     assert q.node(q.by_scope("n")).op == "bn"
     x = samples(g, 2, 2)
-    assert cosine(ort_run(q, x)[0], torch_run(g, x)[0]) >= COS
+    assert cosine(ort_run(q, x)[0], ir_outputs(g, x)[0]) >= COS
 
 
 # ---- options -----------------------------------------------------------------------------------------
@@ -383,7 +377,7 @@ def test_every_calibration_method_keeps_the_output(method):
     randomise_bn(g)
     q = quantize(g, f"quantize{{calibration={method}}}", n=16).graph
     x = samples(g, 2, 9)
-    assert cosine(ort_run(q, x)[0], torch_run(g, x)[0]) >= COS
+    assert cosine(ort_run(q, x)[0], ir_outputs(g, x)[0]) >= COS
     assert q.meta["quantize"]["calibration"] == method
 
 
@@ -416,7 +410,7 @@ def test_per_tensor_weights_s8_activations_and_skip():
     assert all(n.param("weight").quant.axis is None for n in q.nodes() if n.op == "qconv")
     assert q.node(q.by_scope("fc")).op == "linear" and q.node(q.by_scope("layer4.0.conv1")).op == "conv"
     assert q.node(q.by_scope("layer3.0.conv1")).op == "qconv"
-    assert cosine(ort_run(q, x)[0], torch_run(g, x)[0]) >= COS
+    assert cosine(ort_run(q, x)[0], ir_outputs(g, x)[0]) >= COS
 
 
 def test_sensitivity_reports_each_layer_and_max_error_keeps_the_worst_in_float():
