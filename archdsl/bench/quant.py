@@ -64,8 +64,12 @@ def session(model, threads: int):
 
 
 def ort_tool(fp32_path: str, out_path: str, calib) -> float:
-    """``quantize_static`` (QDQ, per channel, U8S8, MinMax) of the fp32 file; returns the seconds it took."""
+    """``quantize_static`` (QDQ, per channel, U8S8, MinMax) of the fp32 file; returns the seconds it took.
+    On x86 without VNNI with ``reduce_range`` (7-bit weights), as onnxruntime advises there and as archdsl's
+    ``quantize`` does, so that neither side's u8 x s8 sums saturate."""
     import logging
+
+    from ..passes.quantize import target
 
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, \
         quantize_static
@@ -83,7 +87,7 @@ def ort_tool(fp32_path: str, out_path: str, calib) -> float:
         t0 = time.perf_counter()
         quantize_static(fp32_path, out_path, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
+                        calibrate_method=CalibrationMethod.MinMax, reduce_range=target()["weight_max"] == 63)
         return time.perf_counter() - t0
     finally:
         logging.getLogger().setLevel(level)

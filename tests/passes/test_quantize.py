@@ -45,6 +45,13 @@ COS = 0.99          # ResNet-18 at 32x32: 0.9998
 ZOO_COS = 0.97
 
 
+def floor(q, cos: float) -> float:
+    """The cosine floor ``cos``, set for 8-bit weights, for the weights ``q`` has: 7 bits (x86 without VNNI,
+    ``|W_q| <= 63``) round with (127/63)^2 = 4 times the noise power, and 1 - cosine grows with it (on the
+    zoo 1.5 to 3.2 times, measured on an AVX2-only AMD EPYC)."""
+    return 1 - (1 - cos) * (127 / q.meta["quantize"]["weight_max"]) ** 2
+
+
 # ---- helpers -------------------------------------------------------------------------------------
 
 def samples(g, n: int, seed: int) -> np.ndarray:
@@ -188,12 +195,12 @@ def test_each_integer_op_agrees_with_the_fake_quant_module_within_one_step(name)
     assert diff.max() <= 1 and (diff == 0).mean() >= 0.99, (diff.max(), (diff == 0).mean())
 
 
-def assert_int8_outputs_agree(got, want, floats) -> None:
+def assert_int8_outputs_agree(got, want, floats, q) -> None:
     """Two int8 implementations of one model: integer kernels round in their own order, and a one-step
     difference in one layer carries into the next, so their outputs may differ by a few steps, but by
     less than quantisation itself moves them from the float model's."""
     assert np.abs(got - want).max() <= np.abs(want - floats).max()
-    assert cosine(got, floats) >= ZOO_COS
+    assert cosine(got, floats) >= floor(q, ZOO_COS)
 
 
 def assert_only_ties_start_differences(ref: list, fq: list) -> None:
@@ -202,7 +209,7 @@ def assert_only_ties_start_differences(ref: list, fq: list) -> None:
     for a, b in zip(ref, fq):
         d = np.abs(a.astype(np.int64) - b.astype(np.int64))
         if d.max() > 0:
-            assert d.max() <= 1 and (d > 0).mean() < 1e-4, (d.max(), (d > 0).mean())
+            assert d.max() <= 1 and (d > 0).mean() < 1e-3, (d.max(), (d > 0).mean())     # 2 in 16,384 seen
             return
 
 
@@ -213,7 +220,7 @@ def test_whole_models_agree_with_the_fake_quant_module(spec, model):
     randomise_bn(g)
     q = quantize(g, n=16).graph
     x = samples(g, 4, 5)
-    assert_int8_outputs_agree(ort_run(q, x)[0], ir_outputs(q, x)[0], ir_outputs(g, x)[0])
+    assert_int8_outputs_agree(ort_run(q, x)[0], ir_outputs(q, x)[0], ir_outputs(g, x)[0], q)
     # with onnxruntime's fusions off it computes the QDQ graph as written: the integers agree, up to
     # rare float rounding ties in the float convolutions and what they carry forward (DenseNet's
     # concatenations carry each one into every later layer of the block)
@@ -252,7 +259,7 @@ def test_qoperator_format_is_integer_operators_end_to_end(spec, model):
     assert any(o.domain == "com.microsoft" for o in proto.opset_import)
     x = samples(g, 4, 5)
     got = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    assert_int8_outputs_agree(got, ir_outputs(qop, x)[0], ir_outputs(g, x)[0])
+    assert_int8_outputs_agree(got, ir_outputs(qop, x)[0], ir_outputs(g, x)[0], qop)
     flat = onnx.load_from_string(onnx_bytes(qop, functions=True))      # functions keep the QDQ form
     assert "QLinearConv" not in [n.op_type for n in flat.graph.node]
 
@@ -271,7 +278,7 @@ def test_the_int8_pytorch_module_runs_the_integer_kernels(spec, model):
     x = samples(g, 4, 5)
     with torch.no_grad():
         got = module(torch.from_numpy(x)).numpy()
-    assert_int8_outputs_agree(got, ir_outputs(q, x)[0], ir_outputs(g, x)[0])
+    assert_int8_outputs_agree(got, ir_outputs(q, x)[0], ir_outputs(g, x)[0], q)
     s8 = quantize(g, "quantize{activations=s8}", n=4).graph
     with pytest.raises(ArchError, match="runs uint8 activations"):
         int8_module(s8)
@@ -296,7 +303,7 @@ def test_int8_onnx_of_every_zoo_model_stays_close_to_fp32(spec, model):
     # (the fake-quant module: its roundings in float arithmetic), whatever the network's sensitivity
     own = 1 - cosine(ir_outputs(q, x)[0], want)
     assert 1 - cosine(got, want) <= 1.5 * own + 1e-4
-    assert cosine(got, want) >= ZOO_COS
+    assert cosine(got, want) >= floor(q, ZOO_COS)
 
 
 # ---- a model trained on real data -------------------------------------------------------------------------
@@ -366,7 +373,7 @@ def test_bn_relu_before_a_padded_conv_stays_a_float_island():
     q = result.graph
     assert q.node(q.by_scope("n")).op == "bn"
     x = samples(g, 2, 2)
-    assert cosine(ort_run(q, x)[0], ir_outputs(g, x)[0]) >= COS
+    assert cosine(ort_run(q, x)[0], ir_outputs(g, x)[0]) >= floor(q, COS)
 
 
 # ---- options -----------------------------------------------------------------------------------------
@@ -377,7 +384,7 @@ def test_every_calibration_method_keeps_the_output(method):
     randomise_bn(g)
     q = quantize(g, f"quantize{{calibration={method}}}", n=16).graph
     x = samples(g, 2, 9)
-    assert cosine(ort_run(q, x)[0], ir_outputs(g, x)[0]) >= COS
+    assert cosine(ort_run(q, x)[0], ir_outputs(g, x)[0]) >= floor(q, COS)
     assert q.meta["quantize"]["calibration"] == method
 
 
@@ -410,7 +417,7 @@ def test_per_tensor_weights_s8_activations_and_skip():
     assert all(n.param("weight").quant.axis is None for n in q.nodes() if n.op == "qconv")
     assert q.node(q.by_scope("fc")).op == "linear" and q.node(q.by_scope("layer4.0.conv1")).op == "conv"
     assert q.node(q.by_scope("layer3.0.conv1")).op == "qconv"
-    assert cosine(ort_run(q, x)[0], ir_outputs(g, x)[0]) >= COS
+    assert cosine(ort_run(q, x)[0], ir_outputs(g, x)[0]) >= floor(q, COS)
 
 
 def test_sensitivity_reports_each_layer_and_max_error_keeps_the_worst_in_float():
@@ -441,11 +448,32 @@ def test_option_and_data_errors_are_clear():
             ("quantize{calibration=kl}", "calibration must be one of minmax, percentile, entropy or mse, but it is "
                                          "'kl'.", 22),
             ("quantize{activations=u16}", "activations must be u8, s8 or auto, but it is 'u16'.", 22),
-            ("quantize{format=qlinear}", "format must be qdq or qoperator, but it is 'qlinear'.", 17)):
+            ("quantize{format=qlinear}", "format must be qdq or qoperator, but it is 'qlinear'.", 17),
+            ("quantize{weight_bits=4}", "weight_bits must be 7 or 8, but it is 4; leave it out to take what "
+                                        "onnxruntime runs exactly on this CPU.", 22)):
         with pytest.raises(ArchError) as info:
             quantize(g, text)
         assert info.value.message == f"Pass 'quantize': {message}"
         assert (info.value.span.file, info.value.span.col) == ("<passes>", col)
+
+
+def test_weight_bits_choose_the_weights_range_on_any_cpu():
+    from archdsl.passes.quantize import target
+    g = load_small("resnet.arch", "resnet18", size=32)
+    randomise_bn(g)
+    x = samples(g, 2, 9)
+    want = ir_outputs(g, x)[0]
+    errors = {}
+    for bits, top in ((8, 127), (7, 63)):
+        q = quantize(g, f"quantize{{weight_bits={bits}}}").graph
+        assert q.meta["quantize"]["weight_max"] == top
+        layers = [n for n in q.nodes() if n.op in ("qconv", "qlinear")]
+        assert max(int(np.abs(n.param("weight").value).max()) for n in layers) == top
+        errors[bits] = 1 - cosine(ir_outputs(q, x)[0], want)
+    assert errors[8] < errors[7] < 4.5 * errors[8]        # a step twice as coarse: about 4 times the noise power
+    auto = quantize(g).graph.meta["quantize"]["weight_max"]
+    assert auto == target()["weight_max"] == Quantize().weight_max()
+    assert Quantize(activations="s8").weight_max() == 127        # 7 bits guard onnxruntime's u8 x s8 sums only
 
 
 def test_a_quantised_graph_is_left_alone_and_half_precision_is_refused():
@@ -464,7 +492,8 @@ def test_a_quantised_graph_is_left_alone_and_half_precision_is_refused():
 def test_verify_holds_the_pass_to_its_cosine_bound():
     g = load_small("resnet.arch", "resnet18", size=32)
     randomise_bn(g)
-    assert Quantize.verify_metric == "cosine" and Quantize().expected_error() == 0.05
+    assert Quantize.verify_metric == "cosine" and Quantize(weight_bits=8).expected_error() == 0.05
+    assert Quantize(weight_bits=7).expected_error() == 0.1 and Quantize(weight_bits=7, max_error=0.1).expected_error() == 0.8
     quantize(g, verify=True)           # raises if the outputs moved more than expected
 
 
@@ -516,7 +545,8 @@ def test_quantisation_aware_fine_tuning_moves_the_integer_weights():
     tuned = archdsl.from_torch(q, module)
     assert tuned.params["conv1.weight"].dtype == "int8"
     moved = tuned.params["conv1.weight"].value.astype(int) - q.params["conv1.weight"].value
-    want = np.clip(q.params["conv1.weight"].value - 2 * grad.sign().numpy(), -127, 127) - q.params["conv1.weight"].value
+    top = q.meta["quantize"]["weight_max"]                # 127, or 63 for 7-bit weights (x86 without VNNI)
+    want = np.clip(q.params["conv1.weight"].value - 2 * grad.sign().numpy(), -top, top) - q.params["conv1.weight"].value
     assert np.array_equal(moved, want) and np.abs(moved).sum() > 0
     verify(tuned)
 
