@@ -16,6 +16,7 @@ import pytest
 import archdsl
 from archdsl import ArchError
 from archdsl.cli import main
+from archdsl.files import shown
 from archdsl.syntax.parser import parse
 
 
@@ -590,8 +591,8 @@ def test_an_arch_link_to_another_kind_of_file_is_refused(in_tmp):
     os.symlink(in_tmp / "secret.txt", in_tmp / "innocent.arch")
     write(in_tmp / "m.arch", 'import "innocent.arch"\n' + M("output x"))
     err = load_error(in_tmp / "m.arch")
-    assert err.message == (f"The spec file 'innocent.arch' is a symbolic link to '{in_tmp / 'secret.txt'}', which is "
-                           "not an .arch file; the file was not read.")
+    assert err.message == (f"The spec file 'innocent.arch' is a symbolic link to '{shown(in_tmp / 'secret.txt')}', "
+                           "which is not an .arch file; the file was not read.")
     assert "TOP-SECRET" not in str(err)
 
 

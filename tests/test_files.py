@@ -8,7 +8,7 @@ import pytest
 
 from archdsl import ArchError
 from archdsl.cli import main
-from archdsl.files import MAX_SOURCE_BYTES, read_spec
+from archdsl.files import MAX_SOURCE_BYTES, read_spec, shown
 
 GOOD = "model m() {\n    input x: [3, 8, 8]\n    output x -> relu\n}\n"
 
@@ -32,8 +32,9 @@ def test_a_link_named_arch_to_another_kind_of_file_is_not_read(capsys, tmp_path,
     link = tmp_path / "x.arch"
     link.symlink_to(secret)
     err = refused(capsys, link, command)
-    assert err == (f"{link}: error: The spec file '{link}' is a symbolic link to '{secret}', which is not an .arch "
-                   "file; the file was not read.")
+    # names over 80 characters are shortened with '...' (shown), as tmp_path is under pytest-xdist
+    assert err == (f"{link}: error: The spec file '{shown(link)}' is a symbolic link to '{shown(secret)}', which is not "
+                   "an .arch file; the file was not read.")
     assert "root:x" not in err
 
 
@@ -99,3 +100,9 @@ def test_the_api_raises_the_typed_error(tmp_path):
     with pytest.raises(ArchError) as err:
         read_spec(tmp_path / "none.arch")
     assert str(err.value) == f"{tmp_path / 'none.arch'}: error: The spec file '{tmp_path / 'none.arch'}' does not exist."
+
+
+def test_messages_shorten_long_file_names_and_write_nul_out():
+    assert shown("a" * 80) == "a" * 80
+    assert shown("b" * 81) == "b" * 77 + "..."
+    assert shown("x\0y.arch") == "x\\0y.arch"
