@@ -23,6 +23,7 @@ from lark.exceptions import UnexpectedInput
 
 import archdsl
 from archdsl import ArchError
+from archdsl.files import shown
 from archdsl.ir import ops as op_registry
 from archdsl.ir.stats import stats_table, totals
 from archdsl.syntax.parser import _lark, grammar_text, parse
@@ -404,8 +405,8 @@ def test_a_file_over_the_size_limit_is_refused_before_parsing(tmp_path):
     path.write_text(text)
     with pytest.raises(ArchError) as info:
         archdsl.load(path)
-    assert info.value.message == (f"The spec file '{path.resolve()}' is larger than 1000000 bytes; split it into "
-                                  "imported files.")
+    assert info.value.message == (f"The spec file '{shown(path.resolve())}' is larger than 1000000 bytes; split it "
+                                  "into imported files.")          # shown: over 80 characters end in '...'
 
 
 def test_a_long_file_parses():

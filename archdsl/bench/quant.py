@@ -69,10 +69,10 @@ def ort_tool(fp32_path: str, out_path: str, calib) -> float:
     ``quantize`` does, so that neither side's u8 x s8 sums saturate."""
     import logging
 
-    from ..passes.quantize import target
-
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, \
         quantize_static
+
+    from ..passes.quantize import target
 
     class Reader(CalibrationDataReader):
         def __init__(self):
