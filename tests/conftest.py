@@ -1,3 +1,7 @@
+import shutil
+import tempfile
+from pathlib import Path
+
 import pytest
 
 
@@ -14,3 +18,13 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(saved)
+
+
+@pytest.fixture
+def short_tmp_path():
+    """A fresh folder with a short name (``/tmp/afXXXXXXXX``), for tests that pin messages quoting whole
+    paths: messages shorten a file name over 80 characters, which pytest's own ``tmp_path`` can be (under
+    pytest-xdist, ``/tmp/pytest-of-USER/pytest-N/popen-gwK/TEST-NAME0``)."""
+    d = Path(tempfile.mkdtemp(prefix="af"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)

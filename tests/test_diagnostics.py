@@ -16,7 +16,6 @@ import pytest
 import archdsl
 from archdsl import ArchError
 from archdsl.cli import main
-from archdsl.files import shown
 from archdsl.syntax.parser import parse
 
 
@@ -524,10 +523,11 @@ def test_render_keeps_lines_as_the_lexer_counts_them():
 # ---- files: imports, limits, refusals ----------------------------------------------------------
 
 @pytest.fixture
-def in_tmp(tmp_path, monkeypatch):
-    """Run in an empty directory, so that diagnostics name files relative to it."""
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+def in_tmp(short_tmp_path, monkeypatch):
+    """Run in an empty directory, so that diagnostics name files relative to it (a short one: messages
+    that quote an absolute path shorten it past 80 characters)."""
+    monkeypatch.chdir(short_tmp_path)
+    return short_tmp_path
 
 
 def write(path: Path, text: str) -> Path:
@@ -591,8 +591,8 @@ def test_an_arch_link_to_another_kind_of_file_is_refused(in_tmp):
     os.symlink(in_tmp / "secret.txt", in_tmp / "innocent.arch")
     write(in_tmp / "m.arch", 'import "innocent.arch"\n' + M("output x"))
     err = load_error(in_tmp / "m.arch")
-    assert err.message == (f"The spec file 'innocent.arch' is a symbolic link to '{shown(in_tmp / 'secret.txt')}', "
-                           "which is not an .arch file; the file was not read.")
+    assert err.message == (f"The spec file 'innocent.arch' is a symbolic link to '{in_tmp / 'secret.txt'}', which is "
+                           "not an .arch file; the file was not read.")
     assert "TOP-SECRET" not in str(err)
 
 

@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
@@ -14,16 +11,6 @@ from archdsl.cli import main
 from archdsl.files import MAX_SOURCE_BYTES, read_spec, shown
 
 GOOD = "model m() {\n    input x: [3, 8, 8]\n    output x -> relu\n}\n"
-
-
-@pytest.fixture
-def tmp_path():
-    """A folder with a short name (``/tmp/afXXXXXXXX``), so the messages below quote whole paths: they
-    shorten a file name over 80 characters, which pytest's own ``tmp_path`` can be (under pytest-xdist,
-    ``/tmp/pytest-of-USER/pytest-N/popen-gwK/TEST-NAME0``)."""
-    d = Path(tempfile.mkdtemp(prefix="af"))
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def cli(capsys, *argv):
@@ -39,10 +26,10 @@ def refused(capsys, path, command="fmt") -> str:
 
 
 @pytest.mark.parametrize("command", ["fmt", "check"])
-def test_a_link_named_arch_to_another_kind_of_file_is_not_read(capsys, tmp_path, command):
-    secret = tmp_path / "secret.txt"
+def test_a_link_named_arch_to_another_kind_of_file_is_not_read(capsys, short_tmp_path, command):
+    secret = short_tmp_path / "secret.txt"
     secret.write_text("root:x:0:0:the first line\n")
-    link = tmp_path / "x.arch"
+    link = short_tmp_path / "x.arch"
     link.symlink_to(secret)
     err = refused(capsys, link, command)
     assert err == (f"{link}: error: The spec file '{link}' is a symbolic link to '{secret}', which is not an .arch "
@@ -50,36 +37,36 @@ def test_a_link_named_arch_to_another_kind_of_file_is_not_read(capsys, tmp_path,
     assert "root:x" not in err
 
 
-def test_a_link_to_an_arch_file_is_followed(capsys, tmp_path):
-    real = tmp_path / "real.arch"
+def test_a_link_to_an_arch_file_is_followed(capsys, short_tmp_path):
+    real = short_tmp_path / "real.arch"
     real.write_text(GOOD)
-    link = tmp_path / "link.arch"
+    link = short_tmp_path / "link.arch"
     link.symlink_to(real)
     rc, out, _ = cli(capsys, "fmt", link)
     assert rc == 0 and out == GOOD
 
 
 @pytest.mark.parametrize("command", ["fmt", "check"])
-def test_a_link_loop_is_a_diagnostic(capsys, tmp_path, command):
-    a, b = tmp_path / "a.arch", tmp_path / "b.arch"
+def test_a_link_loop_is_a_diagnostic(capsys, short_tmp_path, command):
+    a, b = short_tmp_path / "a.arch", short_tmp_path / "b.arch"
     a.symlink_to(b)
     b.symlink_to(a)
     assert refused(capsys, a, command) == f"{a}: error: The spec file '{a}' is a symbolic link loop."
 
 
-def test_directories_and_fifos_are_not_read(capsys, tmp_path):
-    d = tmp_path / "d.arch"
+def test_directories_and_fifos_are_not_read(capsys, short_tmp_path):
+    d = short_tmp_path / "d.arch"
     d.mkdir()
     assert refused(capsys, d) == f"{d}: error: '{d}' is a directory; a spec must be a regular file, and this one was " \
                                  "not read."
-    fifo = tmp_path / "f.arch"
+    fifo = short_tmp_path / "f.arch"
     os.mkfifo(fifo)
     assert refused(capsys, fifo) == (f"{fifo}: error: '{fifo}' is not a regular file (a FIFO, device or socket); a "
                                      "spec must be a regular file, and this one was not read.")
 
 
-def test_the_size_is_checked_before_reading(capsys, tmp_path):
-    big = tmp_path / "big.arch"
+def test_the_size_is_checked_before_reading(capsys, short_tmp_path):
+    big = short_tmp_path / "big.arch"
     with open(big, "wb") as f:
         f.truncate(300 * 2**20)                 # 300 MB, sparse: costs nothing unless read
     start = time.perf_counter()
@@ -90,28 +77,28 @@ def test_the_size_is_checked_before_reading(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("command", ["fmt", "check"])
-def test_non_utf8_names_the_file_and_the_line(capsys, tmp_path, command):
-    bad = tmp_path / "bad.arch"
+def test_non_utf8_names_the_file_and_the_line(capsys, short_tmp_path, command):
+    bad = short_tmp_path / "bad.arch"
     bad.write_bytes(b"model m() {\n  input x: [3]  # caf\xe9\n}\n")
     assert refused(capsys, bad, command) == (f"{bad}: error: The spec file '{bad}' is not UTF-8 text (an invalid "
                                              "byte on line 2); save it as UTF-8.")
 
 
 @pytest.mark.skipif(not hasattr(os, "getuid") or os.getuid() != 0, reason="needs root to own a file as another user")
-def test_a_hard_link_to_another_users_file_is_refused(capsys, tmp_path):
-    theirs = tmp_path / "theirs.txt"
+def test_a_hard_link_to_another_users_file_is_refused(capsys, short_tmp_path):
+    theirs = short_tmp_path / "theirs.txt"
     theirs.write_text(GOOD)
     os.chown(theirs, 65534, 65534)
-    link = tmp_path / "mine.arch"
+    link = short_tmp_path / "mine.arch"
     os.link(theirs, link)
     assert refused(capsys, link) == (f"{link}: error: The spec file '{link}' is a hard link to a file another user "
                                      "owns; copy it instead of linking it.")
 
 
-def test_the_api_raises_the_typed_error(tmp_path):
+def test_the_api_raises_the_typed_error(short_tmp_path):
     with pytest.raises(ArchError) as err:
-        read_spec(tmp_path / "none.arch")
-    assert str(err.value) == f"{tmp_path / 'none.arch'}: error: The spec file '{tmp_path / 'none.arch'}' does not exist."
+        read_spec(short_tmp_path / "none.arch")
+    assert str(err.value) == f"{short_tmp_path / 'none.arch'}: error: The spec file '{short_tmp_path / 'none.arch'}' does not exist."
 
 
 def test_messages_shorten_long_file_names_and_write_nul_out():
