@@ -63,16 +63,14 @@ def session(model, threads: int):
     return quiet_session(model, threads)
 
 
-def ort_tool(fp32_path: str, out_path: str, calib) -> float:
+def ort_tool(fp32_path: str, out_path: str, calib, reduce_range: bool = False) -> float:
     """``quantize_static`` (QDQ, per channel, U8S8, MinMax) of the fp32 file; returns the seconds it took.
-    On x86 without VNNI with ``reduce_range`` (7-bit weights), as onnxruntime advises there and as archdsl's
-    ``quantize`` does, so that neither side's u8 x s8 sums saturate."""
+    ``reduce_range``: 7-bit weights, as onnxruntime advises on x86 without VNNI (the benchmark passes it
+    where archdsl's ``quantize`` took 7 bits, so that neither side's u8 x s8 sums saturate)."""
     import logging
 
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, \
         quantize_static
-
-    from ..passes.quantize import target
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -87,7 +85,7 @@ def ort_tool(fp32_path: str, out_path: str, calib) -> float:
         t0 = time.perf_counter()
         quantize_static(fp32_path, out_path, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax, reduce_range=target()["weight_max"] == 63)
+                        calibrate_method=CalibrationMethod.MinMax, reduce_range=reduce_range)
         return time.perf_counter() - t0
     finally:
         logging.getLogger().setLevel(level)
@@ -149,7 +147,8 @@ def measure_model(zoo: Path, file: str, name: str, passes: str, batches, warmup:
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         src.write_bytes(fp_bytes)
-        row["ort_tool_quantize_s"] = ort_tool(str(src), str(dst), calib)
+        row["ort_tool_quantize_s"] = ort_tool(str(src), str(dst), calib,
+                                              reduce_range=row["archdsl_meta"].get("weight_max") == 63)
         theirs = dst.read_bytes()
     models = {"fp32": fp_bytes, "ort-tool": theirs, "archdsl": ours}
     row["size_mb"] = {k: len(v) / 1e6 for k, v in models.items()}
