@@ -29,10 +29,16 @@ MAX_SOURCE_BYTES = 1_000_000
 SUFFIX = ".arch"
 
 
+SHOWN_HEAD, SHOWN_TAIL = 40, 77     # a name longer than 120 characters keeps these ends around "..."
+
+
 def shown(name) -> str:
-    """A file name as messages quote it: NUL written out, at most 80 characters."""
+    """A file name as messages quote it: NUL written out, at most 120 characters. A longer one keeps its
+    first 40 and its last 77 characters, so the file's own name and the root of its path stay readable."""
     name = str(name).replace("\0", "\\0")
-    return name if len(name) <= 80 else name[:77] + "..."
+    if len(name) <= SHOWN_HEAD + 3 + SHOWN_TAIL:
+        return name
+    return name[:SHOWN_HEAD] + "..." + name[-SHOWN_TAIL:]
 
 
 def resolve(path: Path, span: Span | None = None, what: str = "compiled", name: str | None = None) -> Path:

@@ -724,5 +724,5 @@ def test_import_names_no_file_system_accepts(in_tmp):
                                               ("m.arch", 1, 1, 1, 18))
     write(in_tmp / "m.arch", 'import "' + "a" * 5000 + '.arch"\n' + M("output x"))
     err = load_error(in_tmp / "m.arch")
-    assert err.message == "The spec file '" + "a" * 77 + "...' cannot be read: File name too long."
+    assert err.message == "The spec file '" + "a" * 40 + "..." + "a" * 72 + ".arch' cannot be read: File name too long."
     assert load_error("\0.arch").message == "The spec file name '\\0.arch' contains a NUL character."

@@ -102,6 +102,19 @@ def test_the_api_raises_the_typed_error(short_tmp_path):
 
 
 def test_messages_shorten_long_file_names_and_write_nul_out():
-    assert shown("a" * 80) == "a" * 80
-    assert shown("b" * 81) == "b" * 77 + "..."
+    assert shown("a" * 120) == "a" * 120
+    assert shown("a" * 40 + "b" * 41 + "c" * 40) == "a" * 40 + "..." + "b" * 37 + "c" * 40
+    deep = "/home/someone/projects/" + "nested/" * 20 + "resnet_variant_with_a_long_name.arch"
+    assert shown(deep) == ("/home/someone/projects/nested/nested/nes"
+                           "...ested/nested/nested/nested/nested/nested/resnet_variant_with_a_long_name.arch")
     assert shown("x\0y.arch") == "x\\0y.arch"
+
+
+def test_a_long_name_keeps_its_file_name_in_messages(short_tmp_path):
+    long = short_tmp_path / ("d" * 100) / "my_model.ar"
+    with pytest.raises(ArchError) as err:
+        read_spec(long)
+    name = shown(long)
+    assert name.startswith(str(short_tmp_path)) and name.endswith("ddd/my_model.ar") and "..." in name
+    assert str(err.value) == (f"{name}: error: Only .arch spec files can be compiled, and '{name}' is not one; "
+                              "the file was not read.")

@@ -11,7 +11,7 @@ import platform
 import sys
 from pathlib import Path
 
-ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
+from .. import cpu
 
 
 def passive_waits() -> bool:
@@ -29,36 +29,12 @@ def loadavg() -> list | None:
         return None
 
 
-def cpu_flags() -> set:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def int8_isa(flags: set) -> str:
-    """The fastest int8 instructions the CPU has, as benchmarks name them."""
-    return ("AMX" if "amx_int8" in flags else "AVX-512 VNNI" if "avx512_vnni" in flags
-            else "AVX-VNNI" if "avx_vnni" in flags else "AVX2 only" if "avx2" in flags else "other")
-
-
 def _base() -> dict:
     import onnx
     import onnxruntime
     import torch
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "onnx": onnx.__version__,
+    info = {"cpu": cpu.model_name(), "cores": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "onnx": onnx.__version__,
             "onnxruntime": onnxruntime.__version__,
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     if torch.cuda.is_available():
@@ -71,9 +47,8 @@ def machine(threads: int | None, packages=()) -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     info = _base()
-    flags = cpu_flags()
-    info["isa"] = [f for f in ISA_FLAGS if f in flags]
-    info["int8"] = int8_isa(flags)
+    info["isa"] = cpu.isa()
+    info["int8"] = cpu.int8_isa()
     info["threads"] = threads
     info["OMP_WAIT_POLICY"] = os.environ.get("OMP_WAIT_POLICY")
     for pkg in packages:

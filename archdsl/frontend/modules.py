@@ -81,15 +81,9 @@ def stdlib_modules() -> list[str]:
                   if p.name.endswith(".arch"))
 
 
-def _shown(name: str) -> str:
-    """A file name as messages quote it: NUL written out, at most 80 characters."""
-    name = name.replace("\0", "\\0")
-    return name if len(name) <= 80 else name[:77] + "..."
-
-
 def _absolute(path: Path, span: Span | None) -> Path:
     """``path`` made absolute with links followed (to an ``.arch`` file only: :mod:`archdsl.files`)."""
-    shown = _shown(display_name(path) if path.is_absolute() else str(path))
+    shown = files.shown(display_name(path) if path.is_absolute() else str(path))
     return files.resolve(path, span, "compiled" if span is None else "imported", shown)
 
 
@@ -143,7 +137,7 @@ class Loader:
 
     def _read(self, path: Path, span: Span | None) -> str:
         """The file's text by the one rule every command reads specs by (:func:`archdsl.files.read_spec`)."""
-        return files.read_spec(path, span, "compiled" if span is None else "imported", _shown(display_name(path)),
+        return files.read_spec(path, span, "compiled" if span is None else "imported", files.shown(display_name(path)),
                                MAX_SOURCE_BYTES)
 
     def _resolve(self, imp: ast.Import, base: Path) -> Path:
@@ -158,7 +152,7 @@ class Loader:
                                 imp.span)
             return Path(str(resources.files("archdsl").joinpath("stdlib", parts[1] + ".arch")))
         if not imp.path.endswith(".arch"):
-            raise ArchError(f"Only .arch spec files can be imported, and '{_shown(imp.path)}' is not one; "
+            raise ArchError(f"Only .arch spec files can be imported, and '{files.shown(imp.path)}' is not one; "
                             "the file was not read.", imp.span)
         return base / imp.path
 

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -190,16 +191,22 @@ class _Tally:
         self.per = {nid: plan.node_macs(nid, self.removal, memo) for nid in plan.order}
         self.total = sum(self.per.values())
 
-    def trial(self, gi: int, units) -> tuple[dict, dict, int]:
-        """Group ``gi`` removing ``units`` instead: the removal, the re-counted nodes' MACs and the total."""
+    def trial(self, gi: int, units) -> _Trial:
+        """Group ``gi`` removing ``units`` instead, counted but not taken."""
         removal = {**self.removal, gi: units}
         memo: dict = {}
         new = {nid: self.plan.node_macs(nid, removal, memo) for nid in self.plan.reach(gi)}
-        return removal, new, self.total + sum(new.values()) - sum(self.per[nid] for nid in new)
+        return _Trial(removal, new, self.total + sum(new.values()) - sum(self.per[nid] for nid in new))
 
-    def commit(self, trial: tuple[dict, dict, int]) -> None:
-        self.removal, new, self.total = trial
-        self.per.update(new)
+    def commit(self, trial: _Trial) -> None:
+        self.removal, self.total = trial.removal, trial.total
+        self.per.update(trial.macs)
+
+
+class _Trial(NamedTuple):
+    removal: dict         # group -> removed units, for every group
+    macs: dict            # node -> MACs, for the nodes the changed group reaches
+    total: int            # the model's MACs under ``removal``
 
 
 @register
@@ -340,12 +347,12 @@ class Prune(Pass):
             if not len(units):
                 continue
             less = restored(gi)
-            added = tally.trial(gi, less)[2] - tally.total
+            added = tally.trial(gi, less).total - tally.total
             worth = float(np.sum(norm[gi][np.setdiff1d(units, less)]))
             offers.append((-(worth / added) if added > 0 else -math.inf, gi, less))
         for _, gi, less in sorted(offers, key=lambda o: o[:2]):
             trial = tally.trial(gi, less)
-            if trial[2] <= target:
+            if trial.total <= target:
                 tally.commit(trial)
         return tally.removal
 

@@ -67,6 +67,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import cpu
 from ..diagnostics import ArchError
 from ..ir.graph import Graph
 from ..ir.params import Param
@@ -90,29 +91,16 @@ CALIB_OPS = {"add", "avgpool", "adaptive_avgpool", "concat", "mul"}
 INFERENCE_NOOPS = ("identity", "dropout", "dropout2d", "drop_path")
 ABSORBED = {"relu"}               # a producer's result is quantised after these
 CONCAT_SPREAD = 4.0               # concat inputs share a quantisation when their ranges are this close
-VNNI = ("avx512_vnni", "avx_vnni", "amx_int8")
-
-
-def cpu_flags() -> set:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def target() -> dict:
     """What onnxruntime's integer kernels run fastest here: the activation type and the weights' range."""
-    machine = platform.machine().lower()
-    if machine in ("x86_64", "amd64", "i386", "i686", "x86"):
-        flags = cpu_flags()
-        vnni = any(f in flags for f in VNNI) or not flags
+    if cpu.is_x86():
+        flags = cpu.flags()
+        vnni = any(f in flags for f in cpu.VNNI) or not flags
         return {"activations": "u8", "weight_max": 127 if vnni else 63,
-                "isa": ", ".join(f for f in ("avx2", "avx512f") + VNNI if f in flags) or "x86"}
-    return {"activations": "s8", "weight_max": 127, "isa": machine}
+                "isa": ", ".join(f for f in ("avx2", "avx512f") + cpu.VNNI if f in flags) or "x86"}
+    return {"activations": "s8", "weight_max": 127, "isa": platform.machine().lower()}
 
 
 def quantize_weights(w: np.ndarray, per_channel: bool = True, top: int = 127):

@@ -49,6 +49,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .. import cpu
 from ..diagnostics import ArchError, Span, did_you_mean
 
 FINETUNE_KEYS = {"epochs": int, "lr": float, "batch_size": int, "optimizer": str, "schedule": str, "warmup": float,
@@ -214,18 +215,7 @@ def machine() -> dict:
     import numpy as np
     import onnxruntime
     import torch
-    name, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and name in ("", platform.machine(), platform.processor()):
-                name = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    ext = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
-           if f in flags]
-    return {"cpu": name, "extensions": ext, "cpus": os.cpu_count(), "torch": torch.__version__,
+    return {"cpu": cpu.model_name(), "extensions": cpu.isa(), "cpus": os.cpu_count(), "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__, "numpy": np.__version__, "python": platform.python_version(),
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")}
 
