@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .diagnostics import ArchError, Span
+from .files import shown
 from .frontend.binding import Value
 from .frontend.elaborate import Elaborator
 from .frontend.expressions import Env
@@ -23,6 +24,11 @@ def _is_path(source) -> bool:
     if isinstance(source, Path):
         return True
     return isinstance(source, str) and "\n" not in source and "{" not in source and source.endswith(".arch")
+
+
+def _names_another_file(source: str) -> bool:
+    """A one-word string with a suffix or a folder in it: a file name, never spec text (which has spaces)."""
+    return bool(source) and not any(c.isspace() for c in source) and (Path(source).suffix != "" or "/" in source)
 
 
 @contextmanager
@@ -85,6 +91,11 @@ def _load(source, model, max_nodes, seed, defines, params) -> Graph:
     try:
         if _is_path(source):
             module = loader.load_path(Path(source))
+        elif isinstance(source, str) and _names_another_file(source):
+            fix = (f"for a saved IR use archdsl.ir.serialize.load_checked({source!r})" if source.endswith(".json")
+                   else "give the path of a .arch file, or spec text")
+            raise ArchError(f"load() reads .arch spec files and spec text, and {shown(source)!r} is neither: it "
+                            f"names a file without the .arch suffix; {fix}.")
         elif isinstance(source, str):
             module = loader.load_text(source)
         else:

@@ -15,6 +15,15 @@ ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_t
 # 8-bit x 8-bit dot products that sum without saturating (onnxruntime's u8 x s8 path is exact with them)
 VNNI = ("avx512_vnni", "avx_vnni", "amx_int8")
 X86 = ("x86_64", "amd64", "i386", "i686", "x86")
+MAX_THREADS = 1024      # more cannot help on any CPU these run on, and 100,000 threads crash the OpenMP runtime
+
+
+def check_threads(threads, flag: str = "--threads") -> None:
+    """A thread count a command may hand to PyTorch or onnxruntime: None (their choice) or 1 to 1024."""
+    from .diagnostics import ArchError
+    if threads is not None and not 1 <= threads <= MAX_THREADS:
+        bound = "at least 1" if threads < 1 else f"at most {MAX_THREADS}"
+        raise ArchError(f"{flag} must be {bound}, but it is {threads}.")
 
 
 def read(path: str = "/proc/cpuinfo") -> tuple[str, frozenset]:

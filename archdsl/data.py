@@ -156,7 +156,7 @@ class FolderSplit(Split):
         try:
             with Image.open(path) as im:
                 return im.convert("L" if self.channels == 1 else "RGB")
-        except (OSError, UnidentifiedImageError) as err:
+        except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as err:
             raise ArchError(f"Cannot read this image ({type(err).__name__}: {err}); remove it from the image "
                             "folder or replace it with a readable image.", Span.of_file(path)) from None
 
@@ -309,7 +309,10 @@ def _check_labels(y: np.ndarray, target: Target, where: str, span) -> None:
     if len(y) == 0:
         return
     lo, hi = int(y.min()), int(y.max())
-    if lo < 0 or hi >= target.classes:
+    if lo < 0:
+        raise ArchError(f"The labels of {where} run from {lo} to {hi}, but labels are class numbers from 0; "
+                        "fix the labels.", span)
+    if hi >= target.classes:
         raise ArchError(f"The labels of {where} run from {lo} to {hi}, but model '{target.name}' has "
                         f"{target.classes} outputs (classes 0 to {target.classes - 1}); give the model {hi + 1} "
                         f"classes (-D num_classes={hi + 1} for the zoo's specs) or fix the labels.", span)
@@ -356,20 +359,51 @@ def _digits(target: Target, resize: int | None) -> Data:
                 ArraySplit("val", x[val], y[val], shape[0], size))
 
 
-def _npz(path: Path, target: Target, resize: int | None) -> Data:
+def read_npz(path, what: str = "--data", takes: str = SOURCES) -> dict:
+    """The arrays of the ``.npz`` archive ``path``, every member a plain NumPy array (no pickles); an
+    ArchError naming the file otherwise. ``what`` is the option that named it, ``takes`` what it takes."""
     import zipfile
+    path = Path(path)
     span = Span.of_file(path)
+    if path.is_dir():
+        raise ArchError(f"Cannot read the {what} file: this is a directory; {what} takes {takes}.", span)
     if not path.is_file():
-        raise ArchError(f"Cannot read the --data file: there is no such file; --data takes {SOURCES}.", span)
+        raise ArchError(f"Cannot read the {what} file: there is no such file; {what} takes {takes}.", span)
     if path.suffix != ".npz":
-        raise ArchError(f"Cannot read the --data file: only .npz archives and image folders are read as data; "
-                        f"--data takes {SOURCES}.", span)
+        raise ArchError(f"Cannot read the {what} file: only .npz archives are read here (numpy.savez writes "
+                        f"them); {what} takes {takes}.", span)
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise ArchError(f"Cannot read the --data file as an .npz archive ({err}); write it with numpy.savez.",
+    except ValueError as err:
+        why = "it holds Python objects, which are never unpickled" if "pickle" in str(err) else str(err)
+        raise ArchError(f"Cannot read the {what} file as an .npz archive: {why}; write it with numpy.savez.",
                         span) from None
+    except (OSError, zipfile.BadZipFile, EOFError) as err:
+        raise ArchError(f"Cannot read the {what} file as an .npz archive ({err}); write it with numpy.savez.",
+                        span) from None
+    for name, value in arrays.items():
+        if not isinstance(value, np.ndarray):
+            raise ArchError(f"Cannot read the {what} file: its member '{name}' is not a NumPy array (.npy); write "
+                            "the file with numpy.savez.", span)
+    return arrays
+
+
+def check_inputs(x: np.ndarray, name: str, span) -> None:
+    """``x`` holds real numbers, all finite: complex, boolean or object arrays and NaN are refused."""
+    if x.dtype == np.bool_ or not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise ArchError(f"The array '{name}' must hold real numbers, but its dtype is {x.dtype}.", span)
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+        raise ArchError(f"The array '{name}' holds {bad:,} NaN or infinite values; clean the data first.", span)
+
+
+def _npz(path: Path, target: Target, resize: int | None) -> Data:
+    span = Span.of_file(path)
+    if path.is_file() and path.suffix != ".npz":
+        raise ArchError(f"Cannot read the --data file: only .npz archives and image folders are read as data; "
+                        f"--data takes {SOURCES}.", span)
+    arrays = read_npz(path)
     for name in ("x", "y"):
         if name not in arrays:
             what = "inputs, NCHW" if name == "x" else "integer labels, one per sample"
@@ -381,13 +415,18 @@ def _npz(path: Path, target: Target, resize: int | None) -> Data:
 
     def pair(xn: str, yn: str):
         x, y = arrays[xn], arrays[yn]
-        if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-            raise ArchError(f"The array '{xn}' must hold numbers, but its dtype is {x.dtype}.", span)
+        check_inputs(x, xn, span)
+        if x.ndim == 0:
+            raise ArchError(f"The array '{xn}' must hold samples with the batch first, but it is a single "
+                            "number.", span)
         if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
             raise ArchError(f"The array '{yn}' must hold one integer label per sample of '{xn}' ({len(x)}), but it "
                             f"has shape {_shape(y.shape)} and dtype {y.dtype}.", span)
         if len(x) == 0:
             raise ArchError(f"The array '{xn}' holds no samples.", span)
+        if len(y) and int(y.max()) > np.iinfo(np.int64).max:
+            raise ArchError(f"The array '{yn}' holds labels up to {int(y.max())}, which are not class numbers; fix "
+                            "the labels.", span)
         return x.astype(np.float32, copy=False), y.astype(np.int64, copy=False)
 
     x, y = pair("x", "y")

@@ -59,8 +59,8 @@ def test_output_onto_a_directory_is_an_error(capsys, spec, tmp_path):
 def test_output_over_the_input_is_refused_and_the_spec_survives(capsys, spec):
     rc, _, err = cli(capsys, "compile", spec, "--target", "arch", "-o", spec)
     assert rc == 1
-    assert err.strip() == (f"{spec}: error: -o names the input file itself, which writing would destroy; choose "
-                           "another output name.")
+    assert err.strip() == (f"{spec}: error: -o names a file this command reads, which writing would destroy; "
+                           "choose another output name.")
     assert spec.read_text() == SPEC
 
 
@@ -73,9 +73,27 @@ def test_weights_written_beside_the_source_never_replace_the_weights_read(capsys
     rc, _, err = cli(capsys, "compile", spec, "--target", "torch-src", "--weights", weights,
                      "-o", tmp_path / "model.py")
     assert rc == 1
-    assert err.strip() == (f"{weights}: error: The weights file beside model.py names the input file itself, "
-                           "which writing would destroy; choose another output name.")
+    assert err.strip() == (f"{weights}: error: The weights file beside model.py names a file this command "
+                           "reads, which writing would destroy; choose another output name.")
     assert weights.read_bytes() == before and not (tmp_path / "model.py").exists()
+
+
+def test_names_the_file_system_refuses_are_diagnostics_not_tracebacks(capsys, spec, monkeypatch):
+    from archdsl.files import shown
+    monkeypatch.chdir(spec.parent)
+    long = "a" * 300            # over the 255 bytes a name may have
+    rc, _, err = cli(capsys, "ir", spec, "-o", long + ".json")
+    assert (rc, err.strip()) == (1, f"{shown(long + '.json')}: error: Cannot write this file: File name too long.")
+    rc, _, err = cli(capsys, "run", long + ".onnx")
+    assert (rc, err.strip()) == (1, f"{shown(long + '.onnx')}: error: This file cannot be used: File name too long.")
+    assert shown(long + ".onnx").endswith("aaa.onnx") and len(shown(long + ".onnx")) == 120
+
+
+def test_running_out_of_memory_is_a_diagnostic(capsys, spec):
+    rc, _, err = cli(capsys, "run", spec, "--batch", 10 ** 12)
+    assert rc == 1
+    assert err.startswith("error: The command ran out of memory (Unable to allocate ")
+    assert err.strip().endswith("); give it a smaller --batch, input or model.")
 
 
 def test_ir_output_must_be_json_so_the_tensors_do_not_overwrite_it(capsys, spec, tmp_path):
@@ -156,8 +174,16 @@ def _cycle(d):
     (lambda d: d["nodes"][1].pop("op"), "error: This saved IR is damaged or not an IR file: a required field 'op' "
                                         "is missing. Save it again with `archc ir -o FILE.json`."),
     (lambda d: d["nodes"][1].update(inputs=[999]), "error: This saved IR is damaged or not an IR file: node 1 "
-                                                   "reads node 999, which does not exist. Save it again with `archc "
+                                                   "reads node 999, which is not a node id. Save it again with `archc "
                                                    "ir -o FILE.json`."),
+    (lambda d: d["nodes"][1].update(inputs=["0"]), "error: This saved IR is damaged or not an IR file: node 1 "
+                                                   "reads node '0', which is not a node id. Save it again with `archc "
+                                                   "ir -o FILE.json`."),
+    (lambda d: d.update(outputs=[True]), "error: This saved IR is damaged or not an IR file: the model's outputs "
+                                         "name node True, which is not a node id. Save it again with `archc ir -o "
+                                         "FILE.json`."),
+    (lambda d: d.update(next=1), "error: This saved IR is damaged or not an IR file: 'next' is 1, but it must be an "
+                                 "integer above every node id. Save it again with `archc ir -o FILE.json`."),
     (lambda d: d["nodes"][0]["shape"].__setitem__(1, -3), "error: This saved IR is damaged or not an IR file: node "
                                                           "0 has the shape ('N', -3, 16, 16), whose dimensions are "
                                                           "not positive integers. Save it again with `archc ir -o "
@@ -179,6 +205,29 @@ def test_a_cycle_in_a_saved_ir_is_found_by_verify_and_the_file_is_named(capsys, 
     assert rc == 1
     assert "error: The graph has a cycle" in err
     assert err.strip().endswith(f"{bad}: note: the graph was loaded from this saved IR, which is damaged")
+
+
+def test_the_tensors_must_all_be_there_and_belong_to_the_ir(capsys, saved):
+    npz = saved.with_suffix(".npz")
+    arrays = dict(np.load(npz))
+    name = sorted(arrays)[0]
+    for change, message in (
+            (lambda a: a.pop(name), f"{npz}: error: The tensors file has no values for the parameters: {name}; "
+                                    "it and 'g.json' do not belong together. Save the IR again with `archc ir -o "
+                                    "FILE.json`."),
+            (lambda a: a.update(extra=np.zeros(3)), f"{npz}: error: The tensors file holds tensors that no "
+                                                    "parameter of the IR has: extra; it and 'g.json' do not belong "
+                                                    "together. Save the IR again with `archc ir -o FILE.json`.")):
+        changed = dict(arrays)
+        change(changed)
+        np.savez(npz, **changed)
+        rc, _, err = cli(capsys, "run", saved)
+        assert (rc, err.strip()) == (1, message)
+    npz.unlink()
+    rc, _, err = cli(capsys, "run", saved)
+    assert (rc, err.strip()) == (1, f"{saved}: error: The tensors of this IR are missing: 'g.npz' is not beside it, "
+                                    "and without it every weight would be a fresh initial value. Put the .npz that "
+                                    "`archc ir -o` wrote beside 'g.json'.")
 
 
 def test_truncated_json_and_tensors(capsys, saved):
@@ -244,6 +293,41 @@ def test_bench_times_a_compiled_model(capsys, compiled):
     result = json.loads(out)
     assert result["runtime"] == "onnxruntime" and result["latency"]["runs"] == 2
     assert "isa" in result["machine"] and "int8" in result["machine"]
+
+
+def test_bench_checks_its_numbers_for_a_compiled_model_too(capsys, compiled):
+    for argv, message in ((["--batch", "0"], "error: --batch must be at least 1, but it is 0."),
+                          (["--runs", "-3"], "error: --runs must be at least 1, but it is -3."),
+                          (["--warmup", "-5"], "error: --warmup cannot be negative, but it is -5.")):
+        rc, out, err = cli(capsys, "bench", compiled / "m.onnx", *argv, "--json")
+        assert (rc, out, err.strip()) == (1, "", message)
+
+
+def test_an_onnx_model_that_takes_other_than_float_is_refused(capsys, tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+    x, y = (helper.make_tensor_value_info(n, TensorProto.INT64, [1, 3]) for n in "xy")
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "ints", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "ints.onnx")
+    for command in ("run", "bench"):
+        rc, _, err = cli(capsys, command, tmp_path / "ints.onnx")
+        assert (rc, err.strip()) == (1, f"{tmp_path / 'ints.onnx'}: error: Input 'x' takes tensor(int64), but archc "
+                                        "runs models on float32 tensors (images); run this model through "
+                                        "onnxruntime with inputs of your own.")
+
+
+def test_run_refuses_inputs_it_cannot_feed(capsys, spec, tmp_path):
+    import zipfile
+    np.save(tmp_path / "empty.npy", np.zeros((0, 3, 16, 16), np.float32))
+    np.save(tmp_path / "c.npy", np.zeros((1, 3, 16, 16), np.complex64))
+    with zipfile.ZipFile(tmp_path / "member.npz", "w") as z:
+        z.writestr("x.npy", b"garbage")
+    for name, message in (("empty.npy", "This file holds no samples (a batch of 0); give at least one."),
+                          ("c.npy", "This file holds complex64 data; input 'x' takes real numbers."),
+                          ("member.npz", "Cannot read this file: its member 'x' is not a NumPy array (.npy); save "
+                                         "inputs with numpy.save (.npy) or numpy.savez (.npz).")):
+        rc, _, err = cli(capsys, "run", spec, "--input", tmp_path / name)
+        assert (rc, err.strip()) == (1, f"{tmp_path / name}: error: {message}")
 
 
 def test_run_reads_an_npz_input(capsys, spec, tmp_path):

@@ -133,7 +133,17 @@ def test_npz_errors(tmp_path):
         f"{f}: error: The labels of '{f}' run from 8 to 10, but model 'm' has 10 outputs (classes 0 to 9); give "
         "the model 11 classes (-D num_classes=11 for the zoo's specs) or fix the labels.")
     save(f, x=x, y=y - 1)
-    assert "run from -1 to 1" in message(lambda: open_data(f, GRAY8))
+    assert message(lambda: open_data(f, GRAY8)) == (
+        f"{f}: error: The labels of '{f}' run from -1 to 1, but labels are class numbers from 0; fix the labels.")
+    save(f, x=x, y=y.astype(np.uint64) + 2 ** 63)
+    assert message(lambda: open_data(f, GRAY8)) == (
+        f"{f}: error: The array 'y' holds labels up to {2 ** 63 + int(y.max())}, which are not class numbers; fix "
+        "the labels.")
+    bad = x.copy()
+    bad[0, 0, 0, :3] = (np.nan, np.inf, -np.inf)
+    save(f, x=bad, y=y)
+    assert message(lambda: open_data(f, GRAY8)) == (
+        f"{f}: error: The array 'x' holds 3 NaN or infinite values; clean the data first.")
     save(f, x=x, y=y[:5])
     assert message(lambda: open_data(f, GRAY8)) == (
         f"{f}: error: The array 'y' must hold one integer label per sample of 'x' (10), but it has shape (5) and "

@@ -113,3 +113,99 @@ def test_float_arguments_are_checked_where_they_are_written(layer, message):
     with pytest.raises(ArchError) as err:
         archdsl.load("model m() {\n    input x: [3, 8, 8]\n    output x -> " + layer + "\n}\n")
     assert str(err.value).splitlines()[0] == "<string>:3:17: error: " + message
+
+
+# ---- numbers on the command line that used to be taken or to crash ------------------------------------
+
+TINY = """model tiny(classes: int = 10) {
+    input x: [1, 8, 8]
+    output x -> conv1: conv(8, 3, padding=1, bias=false) -> bn1: bn -> relu
+             -> adaptive_avgpool(1) -> flatten -> fc: linear(classes)
+}
+"""
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--lr", "inf"], "error: --lr must be a positive finite number, but it is inf."),
+    (["train", "--momentum", "5"], "error: --momentum must be in [0, 1), but it is 5.0."),
+    (["train", "--weight-decay", "nan"], "error: --weight-decay must be a finite number of at least 0, but it is "
+                                         "nan."),
+    (["train", "--threads", "100000"], "error: --threads must be at most 1024, but it is 100000."),
+    (["eval", "--threads", "100000"], "error: --threads must be at most 1024, but it is 100000."),
+    (["run", "--threads", "5000"], "error: --threads must be at most 1024, but it is 5000."),
+    (["opt", "--passes", "fold-bn", "--verify", "--tolerance", "nan"],
+     "error: The tolerance must be a finite number of at least 0, but it is nan."),
+    (["opt", "--passes", "lowrank{ratio=0.5,min_gain=nan}"],
+     "<passes>:1:28: error: Pass 'lowrank': min_gain must be a number, but it is nan."),
+    (["opt", "--passes", "lowrank{ratio=0.5,iters=1000000000}"],
+     "<passes>:1:25: error: Pass 'lowrank': iters must be at most 10,000, but it is 1,000,000,000."),
+    (["opt", "--passes", "weight-share{iterations=-1}"],
+     "<passes>:1:25: error: Pass 'weight-share': iterations must be 1 to 100,000, but it is -1."),
+    # options that would change nothing are refused rather than ignored
+    (["opt", "--passes", "lowrank{ratio=0.5,cost=macs}"],
+     "<passes>:1:24: error: Pass 'lowrank': cost applies to macs=, whose cost model chooses the layers and ranks; "
+     "with ratio= it would change nothing, so drop cost or give macs=."),
+    (["opt", "--passes", "lowrank{ratio=0.5,method=svd,iters=5}"],
+     "<passes>:1:36: error: Pass 'lowrank': iters refines Tucker-2 and CP factors; an SVD is exact for its rank and "
+     "has none to refine, so drop iters or choose method=tucker2 or cp."),
+    (["opt", "--passes", "prune{ratio=0.5,samples=5}"],
+     "<passes>:1:25: error: Pass 'prune': samples sets how much data the taylor and obd criteria read; criterion=l1 "
+     "reads none, so drop samples."),
+])
+def test_out_of_range_numbers_are_refused_before_any_work(tmp_path, monkeypatch, capsys, argv, message):
+    from archdsl.cli import main
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.arch").write_text(TINY)
+    extra = {"train": ["--data", "digits", "-o", "o.pt"], "eval": ["--data", "digits"], "run": [], "opt": ["-q"]}
+    assert main([argv[0], "tiny.arch", *argv[1:], *extra[argv[0]]]) == 1
+    assert capsys.readouterr().err.splitlines()[0] == message
+    assert not (tmp_path / "o.pt").exists()
+
+
+@pytest.mark.parametrize("command", ["run", "train", "opt", "eval", "compress-report"])
+def test_a_seed_numpy_or_torch_cannot_take_is_a_usage_error(capsys, command):
+    from archdsl.cli import main
+    with pytest.raises(SystemExit) as info:
+        main([command, "tiny.arch", "--seed", "-1"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (f"archc {command}: error: argument --seed: a seed is an "
+                                                        "integer from 0 to 2**63 - 1, but it is -1")
+
+
+@pytest.mark.parametrize("source, fix", [
+    ("g.json", "for a saved IR use archdsl.ir.serialize.load_checked('g.json')"),
+    ("tiny.arc", "give the path of a .arch file, or spec text"),
+])
+def test_load_names_a_file_that_is_not_a_spec_instead_of_parsing_its_name(source, fix):
+    with pytest.raises(ArchError) as err:
+        archdsl.load(source)
+    assert str(err.value) == (f"error: load() reads .arch spec files and spec text, and '{source}' is neither: it "
+                              f"names a file without the .arch suffix; {fix}.")
+
+
+def test_a_pass_built_in_python_raises_the_typed_error_and_takes_numpy_numbers():
+    import numpy as np
+    from archdsl.passes import PASSES
+    prune = PASSES["prune"]
+    with pytest.raises(ArchError) as err:            # OptionError is an ArchError (and still a ValueError)
+        prune(ratio="0.5")
+    assert isinstance(err.value, ValueError)
+    assert err.value.message == str(err.value) == "ratio must be a number or None, but it is '0.5' (str)."
+    p = prune(ratio=np.float32(0.5), round_to=np.int64(2))
+    assert (p.ratio, p.round_to) == (0.5, 2) and type(p.round_to) is int and str(p) == "prune{ratio=0.5,round_to=2}"
+    with pytest.raises(ArchError, match="round_to must be an integer"):
+        prune(ratio=0.5, round_to=np.float64(2.0))
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: archdsl.to_torch(5), "to_torch takes a Graph (from archdsl.load), not int; for a spec file, "
+                                  "archdsl.to_torch(archdsl.load(path))."),
+    (lambda: archdsl.to_torch("m.arch"), "to_torch takes a Graph (from archdsl.load), not str; for a spec file, "
+                                         "archdsl.to_torch(archdsl.load(path))."),
+    (lambda: archdsl.to_onnx(None), "The ONNX backend takes a Graph (from archdsl.load), not NoneType."),
+    (lambda: archdsl.to_onnx(archdsl.load(TINY), opset="20"), "The opset is an integer such as 20, not str."),
+])
+def test_the_backends_refuse_what_is_not_a_graph(call, message):
+    with pytest.raises(ArchError) as err:
+        call()
+    assert err.value.message == message

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -159,6 +160,21 @@ def test_reset_keeps_all_but_the_named_layers(here, capsys):
         "--weights.\n")
 
 
+def test_training_never_writes_over_a_file_it_reads(here, capsys):
+    np.savez("d.npz", x=np.zeros((4, 1, 8, 8), np.float32), y=np.zeros(4, np.int64))
+    before = {f: (here / f).read_bytes() for f in ("t.pt", "d.npz", "tiny.arch")}
+    refused = "error: -o names a file this command reads, which writing would destroy; choose another output name.\n"
+    for argv, out in ((["--data", "d.npz", "--epochs", "0"], "d.npz"),
+                      (["--data", "digits", "--weights", "t.pt", "--epochs", "0"], "t.pt"),
+                      (["--data", "digits", "--resume", "t.pt"], "t.pt"),
+                      (["--data", "digits", "--epochs", "0"], "tiny.arch")):
+        assert cli_error(capsys, "train", "tiny.arch", *argv, "-o", out, *QUIET) == f"{out}: {refused}"
+    for teacher in ("t.pt", "tiny.arch"):
+        assert cli_error(capsys, "distill", "tiny.arch", "--teacher", "tiny.arch", "--teacher-weights", "t.pt",
+                         "--data", "digits", "--epochs", "1", "-o", teacher, *QUIET) == f"{teacher}: {refused}"
+    assert before == {f: (here / f).read_bytes() for f in before}
+
+
 def test_distillation_with_hints(here, capsys):
     out = cli(capsys, "distill", "tiny.arch", "-D", "width=4", "--teacher", "tiny.arch", "--teacher-weights", "t.pt",
               "--hint", "bn2:bn2", "--hint-epochs", "1", "--epochs", "2", "--data", "digits", "-o", "s.pt", *QUIET)
@@ -237,11 +253,17 @@ passes = "no-such-pass"
 def test_compress_report_writes_the_table_and_the_plots(here, capsys):
     Path("grid.toml").write_text(GRID)
     out = cli(capsys, "compress-report", "tiny.arch", "--weights", "t.pt", "--data", "digits", "--grid", "grid.toml",
-              "-o", "report", "--skip-unavailable", *QUIET)
+              "-o", "report", "--skip-unavailable", "--save-models", *QUIET)
     assert out.splitlines()[-1] == "wrote report/report.md, report/report.json and 6 plots in report"
     files = sorted(p.name for p in Path("report").iterdir())
     assert files == ["accuracy-latency.png", "accuracy-latency.svg", "accuracy-macs.png", "accuracy-macs.svg",
-                     "accuracy-size.png", "accuracy-size.svg", "report.json", "report.md"]
+                     "accuracy-size.png", "accuracy-size.svg", "models", "report.json", "report.md"]
+    # one pair of files per point: names keep their dots (macs=0.75 and macs=0.5 are two models)
+    assert sorted(p.name for p in Path("report/models").iterdir()) == [
+        "prune_0.5_no_fine-tuning.arch", "prune_0.5_no_fine-tuning.pt", "prune_macs_0.5.arch", "prune_macs_0.5.pt",
+        "prune_macs_0.75.arch", "prune_macs_0.75.pt"]
+    assert weights("report/models/prune_macs_0.5.pt")["conv1.weight"].shape[0] < \
+        weights("report/models/prune_macs_0.75.pt")["conv1.weight"].shape[0]
     assert Path("report/accuracy-size.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "<svg" in Path("report/accuracy-latency.svg").read_text()
     report = json.loads(Path("report/report.json").read_text())
@@ -257,6 +279,14 @@ def test_compress_report_writes_the_table_and_the_plots(here, capsys):
     assert "| prune{macs=0.5} | prune | `prune{macs=0.5}` |" in table and "Not measured: no-such-pass" in table
 
 
+def test_saved_models_get_a_file_each_and_never_a_hidden_one():
+    from archdsl.train.report import model_stem
+    taken = set()
+    names = ["prune{ratio=0.25}", "prune{ratio=0.5}", "prune{ratio=0.5}", "../../x", "...", "Prune{ratio=0.5}"]
+    assert [model_stem(n, taken) for n in names] == ["prune_ratio_0.25", "prune_ratio_0.5", "prune_ratio_0.5-2",
+                                                     "x", "point", "Prune_ratio_0.5-3"]
+
+
 @pytest.mark.parametrize("text, error", [
     ("[[point]]\npasses = 'dce'\nfinetun = 1\n",
      "grid.toml: error: [[point]] 1 has no key 'finetun'; did you mean 'finetune'? Its keys are passes, name, family, "
@@ -266,6 +296,11 @@ def test_compress_report_writes_the_table_and_the_plots(here, capsys):
     ("[finetune]\nepochs = 'two'\n[[point]]\npasses = 'dce'\n",
      "grid.toml: error: The key 'epochs' of [finetune] must be an integer, but it is 'two'.\n"),
     ("[measure]\nruns = 0\n", "grid.toml: error: The key 'runs' of [measure] must be at least 1, but it is 0.\n"),
+    ("[finetune]\nlr = nan\n[[point]]\npasses = 'dce'\n",
+     "grid.toml: error: The key 'lr' of [finetune] must be a positive finite number, but it is nan.\n"),
+    ("[[point]]\npasses = 'dce'\nfinetune = -3\n",
+     "grid.toml: error: The key 'finetune' of [[point]] 1 (its fine-tuning epochs) cannot be negative, but it is "
+     "-3.\n"),
     ("", "grid.toml: error: The grid has no points; add [[point]] tables with passes = \"...\" or a [[sweep]].\n"),
     ("[[sweep]]\npasses = 'prune{ratio=0.5}'\nvalues = [1]\n",
      "grid.toml: error: The passes of [[sweep]] 1 do not mention $x, which each value replaces.\n"),

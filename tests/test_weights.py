@@ -115,6 +115,30 @@ def test_files_that_are_not_plain_state_dicts_are_refused(tmp_path):
         load_weights(g, tmp_path / "missing.pt")
 
 
+def test_files_of_other_kinds_are_named_for_what_they_are(tmp_path):
+    g = archdsl.load(SMALL)
+    torch.save(archdsl.to_torch(g).state_dict(), tmp_path / "good.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "good.pt").read_bytes()[:300])
+    np.savez(tmp_path / "w.npz", a=np.zeros(2))
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "folder.pt").mkdir()
+    fix = "; give a .pt file written by torch.save (a dict from parameter names to tensors) or archc train."
+    for name, why in (("junk.pt", "it is neither the zip archive nor the pickle that torch.save writes"),
+                      ("cut.pt", "it is a damaged or truncated zip archive"),
+                      ("w.npz", "it is a NumPy .npz archive, not a file of torch.save"),
+                      ("empty.pt", "the file is empty")):
+        if name == "junk.pt":
+            (tmp_path / name).write_text("model m() {}")
+        with pytest.raises(ArchError) as info:
+            load_weights(g, tmp_path / name)
+        assert info.value.message == (f"Cannot read the weights file '{tmp_path / name}' as a PyTorch state_dict: "
+                                      f"{why}{fix}")
+    with pytest.raises(ArchError) as info:
+        load_weights(g, tmp_path / "folder.pt")
+    assert info.value.message == (f"Cannot read the weights file '{tmp_path / 'folder.pt'}': it is a directory; "
+                                  "give a .pt file written by torch.save or archc train.")
+
+
 # ---- archdsl.from_torch: a trained module's weights back into the IR ----------------------------
 
 def trained(g, steps=3, seed=0):

@@ -400,6 +400,8 @@ def _value_info(name: str, t: TensorType) -> onnx.ValueInfoProto:
 def check_opset(opset: int | None) -> int:
     if opset is None:
         return DEFAULT_OPSET
+    if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)):
+        raise ArchError(f"The opset is an integer such as {DEFAULT_OPSET}, not {type(opset).__name__}.")
     if not MIN_OPSET <= opset <= _max_opset():
         raise ArchError(f"The ONNX backend emits opsets {MIN_OPSET} to {_max_opset()} (the newest the installed "
                         f"onnx package knows), but opset {opset} was asked for.")
@@ -416,6 +418,8 @@ def _tensor_header(name: str, array: np.ndarray) -> onnx.TensorProto:
 
 def check_graph(graph: Graph, opset: int | None = None) -> int:
     """Raise the ArchError that emitting ``graph`` at ``opset`` would raise; return the opset."""
+    if not isinstance(graph, Graph):
+        raise ArchError(f"The ONNX backend takes a Graph (from archdsl.load), not {type(graph).__name__}.")
     exporter = _Exporter(graph, check_opset(opset), False)
     try:
         exporter.check()

@@ -138,6 +138,10 @@ class ArchModule(AnyNames):
 
     def __init__(self, graph: Graph, load_weights: bool = True, device=None):
         super().__init__()
+        if not isinstance(graph, Graph):
+            from ..diagnostics import ArchError
+            raise ArchError(f"to_torch takes a Graph (from archdsl.load), not {type(graph).__name__}; for a spec "
+                            "file, archdsl.to_torch(archdsl.load(path)).")
         check_sizes(graph)
         self.graph_name = graph.name
         target = resolve_device(device) if device is not None else torch.get_default_device()

@@ -29,8 +29,14 @@ SHOWN = 5
 def read_state_dict(path) -> dict:
     """The tensors of a weights file, refusing anything but plain tensors and containers."""
     path = Path(path)
+    if path.is_dir():
+        raise ArchError(f"Cannot read the weights file '{path}': it is a directory; give a .pt file written by "
+                        "torch.save or archc train.")
     if not path.is_file():
         raise ArchError(f"Cannot read the weights file '{path}': there is no such file.")
+    if why := _not_torch_file(path):
+        raise ArchError(f"Cannot read the weights file '{path}' as a PyTorch state_dict: {why}; give a .pt file "
+                        "written by torch.save (a dict from parameter names to tensors) or archc train.")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -50,6 +56,30 @@ def read_state_dict(path) -> dict:
     if bad:
         raise ArchError(f"The weights file '{path}' is not a state_dict: the entry {bad[0]!r} is not a tensor.")
     return data
+
+
+def _not_torch_file(path: Path) -> str | None:
+    """Why ``path`` cannot be a file of ``torch.save`` (a zip archive with ``data.pkl``, or a legacy pickle
+    starting with protocol byte 0x80), or None where it may be one."""
+    import zipfile
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        return "the file is empty"
+    if head.startswith(b"PK"):
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError):
+            return "it is a damaged or truncated zip archive"
+        if names and all(n.endswith(".npy") for n in names):
+            return "it is a NumPy .npz archive, not a file of torch.save"
+        if not any(n.endswith("data.pkl") for n in names):
+            return "it is a zip archive without the data.pkl that torch.save writes"
+        return None
+    if head[0] != 0x80:
+        return "it is neither the zip archive nor the pickle that torch.save writes"
+    return None
 
 
 def _listing(names: list) -> str:

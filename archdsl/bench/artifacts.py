@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..cpu import check_threads
 from ..diagnostics import ArchError, Span
 from .runners import OrtRunner, Signature, TorchRunner, check_torch_device, ort_providers
 
@@ -41,6 +42,10 @@ def open_onnx(path: Path, device: str, threads: int | None):
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise ArchError(f"onnxruntime cannot load this model: {first}", Span.of_file(path)) from None
     inputs = tuple((i.name, ("N", *(_dim(d) for d in i.shape[1:]))) for i in runner.session.get_inputs())
+    for i in runner.session.get_inputs():
+        if i.type != "tensor(float)":
+            raise ArchError(f"Input '{i.name}' takes {i.type}, but archc runs models on float32 tensors (images); "
+                            "run this model through onnxruntime with inputs of your own.", Span.of_file(path))
     for name, shape in inputs:
         if "N" in shape[1:]:
             raise ArchError(f"Input '{name}' has a dynamic dimension besides the batch; run it through "
@@ -83,6 +88,5 @@ def open_artifact(path, backend: str | None, device: str, threads: int | None):
     if backend not in (None, own):
         raise ArchError(f"A {path.suffix} file runs on {own}, not on {backend}; leave --backend out, or give the "
                         "spec to run it on either backend.", Span.of_file(path))
-    if threads is not None and threads < 1:
-        raise ArchError(f"--threads must be at least 1, but it is {threads}.")
+    check_threads(threads)
     return (open_onnx if own == "onnxruntime" else open_program)(path, device, threads)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cpu import check_threads
 from ..diagnostics import ArchError, Span
 from ..ir.graph import Graph
 
@@ -68,12 +69,17 @@ def _read_array(path, name: str):
     if isinstance(loaded, np.lib.npyio.NpzFile):
         with loaded:
             keys = list(loaded.files)
-            if name in keys:
-                return loaded[name]
-            if len(keys) == 1:
-                return loaded[keys[0]]
-            raise ArchError(f"This .npz holds {len(keys)} arrays ({', '.join(keys[:8])}) and none is named "
-                            f"'{name}', the model's input; name it so, or give a .npy file.", here)
+            if name not in keys and len(keys) != 1:
+                raise ArchError(f"This .npz holds {len(keys)} arrays ({', '.join(keys[:8])}) and none is named "
+                                f"'{name}', the model's input; name it so, or give a .npy file.", here)
+            key = name if name in keys else keys[0]
+            try:
+                loaded = loaded[key]
+            except ValueError:
+                loaded = None           # a pickled member: refused below with the others
+            if not isinstance(loaded, np.ndarray):
+                raise ArchError(f"Cannot read this file: its member '{key}' is not a NumPy array (.npy); save "
+                                "inputs with numpy.save (.npy) or numpy.savez (.npz).", here) from None
     return loaded
 
 
@@ -94,13 +100,16 @@ def load_inputs(paths, model, batch: int | None) -> list:
     for path, (name, want) in zip(paths, sig.inputs):
         array = _read_array(path, name)
         here = Span.of_file(path)
-        if not np.issubdtype(array.dtype, np.number):
-            raise ArchError(f"This file holds {array.dtype} data; input '{name}' takes numbers.", here)
+        if array.dtype == np.bool_ or not (np.issubdtype(array.dtype, np.floating)
+                                           or np.issubdtype(array.dtype, np.integer)):
+            raise ArchError(f"This file holds {array.dtype} data; input '{name}' takes real numbers.", here)
         if array.ndim == len(want) - 1:
             array = array[None]
         if array.ndim != len(want) or tuple(array.shape[1:]) != tuple(want[1:]):
             raise ArchError(f"This file holds an array of shape {_fmt(array.shape)}, but input '{name}' of model "
                             f"'{sig.name}' takes {_fmt(want)}.", here)
+        if array.shape[0] == 0:
+            raise ArchError("This file holds no samples (a batch of 0); give at least one.", here)
         if batch is not None and array.shape[0] != batch:
             raise ArchError(f"This file holds a batch of {array.shape[0]}, but --batch {batch} was asked for.", here)
         out.append(np.ascontiguousarray(array, dtype=np.float32))
@@ -240,8 +249,7 @@ class OrtRunner:
 
 def make_runner(backend: str, graph: Graph, device: str, opset: int | None = None, threads: int | None = None):
     """The runner for ``archc run``: ``torch`` (archdsl.to_torch) or ``onnxruntime`` (archdsl's ONNX)."""
-    if threads is not None and threads < 1:
-        raise ArchError(f"--threads must be at least 1, but it is {threads}.")
+    check_threads(threads)
     if backend == "torch":
         check_torch_device(device)
         from ..backends.torch_module import to_torch

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cpu import check_threads
 from ..diagnostics import ArchError
 from ..frontend.layers import DEFAULT_MAX_NODES
 from .host import machine
@@ -294,16 +295,19 @@ RATIO_LABELS = {
 }
 
 
-def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
-    """Run the whole benchmark; the result is plain JSON-able data (see docs/cli/bench.md)."""
-    checks = [("batch", cfg.batch), ("runs", cfg.runs), ("compile-repeat", cfg.compile_repeat)]
-    if cfg.threads is not None:
-        checks.append(("threads", cfg.threads))
-    for name, value in checks:
+def check_counts(batch: int, runs: int, warmup: int, threads: int | None, compile_repeat: int = 1) -> None:
+    """The numbers every ``archc bench`` takes, spec or compiled model: an error for any out of range."""
+    for name, value in (("batch", batch), ("runs", runs), ("compile-repeat", compile_repeat)):
         if value < 1:
             raise ArchError(f"--{name} must be at least 1, but it is {value}.")
-    if cfg.warmup < 0:
-        raise ArchError(f"--warmup cannot be negative, but it is {cfg.warmup}.")
+    if warmup < 0:
+        raise ArchError(f"--warmup cannot be negative, but it is {warmup}.")
+    check_threads(threads)
+
+
+def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
+    """Run the whole benchmark; the result is plain JSON-able data (see docs/cli/bench.md)."""
+    check_counts(cfg.batch, cfg.runs, cfg.warmup, cfg.threads, cfg.compile_repeat)
     bench = _Bench(cfg, progress)
     try:
         return bench.run()

@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from ..diagnostics import ArchError
+from ..files import shown
 
 COMMANDS = ["check", "models", "stats", "ir", "fmt", "compile", "opt", "passes", "run", "bench", "bench-frontend", "bench-construct",
             "bench-prune", "bench-quant", "viz", "train", "eval", "distill", "compress-report"]
@@ -38,6 +39,16 @@ def main(argv=None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except MemoryError as err:       # numpy and torch say how much they could not allocate
+        why = f" ({err})" if str(err) else ""
+        print(f"error: The command ran out of memory{why}; give it a smaller --batch, input or model.",
+              file=sys.stderr)
+        return 1
+    except OSError as err:           # a file the command's own checks did not foresee (a name too long, ...)
+        if err.filename is None:
+            raise
+        print(f"{shown(err.filename)}: error: This file cannot be used: {err.strerror or err}.", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ def _bench_artifact(args) -> int:
     from ..bench.runners import random_inputs
     from ..bench.timing import latency
     reject_spec_flags(args, "a compiled model")
+    from ..bench.suite import check_counts
+    check_counts(args.batch, args.runs, args.warmup, args.threads)
     if args.passes:
         raise ArchError("--passes rewrites a spec's graph, but this is a compiled model; give the spec instead.")
     runner, model = open_artifact(args.file, None, args.device, args.threads)

@@ -7,6 +7,7 @@ import platform
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..cpu import check_threads
 from ..diagnostics import ArchError
 
 
@@ -30,6 +31,7 @@ def run(args) -> int:
     models = _models(args.models)
     if args.runs < 1 or args.warmup < 0 or args.threads < 1:
         raise ArchError("--runs and --threads must be at least 1, and --warmup at least 0.")
+    check_threads(args.threads)
     steps = 3 * (args.runs + args.warmup) * len(models)
     with tqdm(total=steps, desc="bench-construct", disable=args.no_progress, leave=False) as bar:
         rows = construct_rows(Path(args.zoo), models, args.runs, args.warmup, args.threads, progress=bar.update)

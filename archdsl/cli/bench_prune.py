@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..cpu import check_threads
 from ..diagnostics import ArchError
 
 
@@ -46,6 +47,7 @@ def run(args) -> int:
                         "pip install 'archdsl[bench]' (or torch-pruning>=1.6).")
     if args.runs < 1 or args.warmup < 0 or args.threads < 1:
         raise ArchError("--runs and --threads must be at least 1, and --warmup at least 0.")
+    check_threads(args.threads)
     from ..bench.prune import format_markdown, run as bench
     models, batches = _models(args.models), _batches(args.batches)
     result = bench(Path(args.zoo), models, args.passes, batches, args.warmup, args.runs, args.threads,

@@ -6,6 +6,7 @@ import contextlib
 from pathlib import Path
 
 from ..diagnostics import ArchError, Span
+from ..files import shown
 from ..frontend.layers import DEFAULT_MAX_NODES
 
 SAVED_IR = ".json"       # `archc ir -o FILE.json` (+ FILE.npz): accepted wherever a spec is
@@ -17,6 +18,17 @@ def reject_spec_flags(args, what: str) -> None:
         flag = "--model" if args.model else "-D"
         raise ArchError(f"{flag} applies to specs, but this is {what}, which holds one model with its parameters "
                         "already bound; leave it out or give the .arch spec.", Span.of_file(args.file))
+
+
+def seed(text: str) -> int:
+    """``--seed``: an integer NumPy and PyTorch both take, 0 to 2**63 - 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, not '{text}'") from None
+    if not 0 <= value < 2 ** 63:
+        raise argparse.ArgumentTypeError(f"a seed is an integer from 0 to 2**63 - 1, but it is {value}")
+    return value
 
 
 def add_spec_args(p: argparse.ArgumentParser) -> None:
@@ -54,7 +66,14 @@ def output_path(arg, inputs=(), suffixes: tuple = (), what: str = "-o") -> Path:
     command's ``inputs``, and with one of ``suffixes`` when given. A file already there is replaced, as
     compilers do. Errors are file-level diagnostics naming the path (``PATH: error: ...``)."""
     path = Path(arg)
-    here = Span.of_file(path)
+    here = Span.of_file(shown(path))
+    try:
+        return _checked_output(path, here, inputs, suffixes, what)
+    except OSError as err:          # a name too long, a permission on the way: asking about the path failed
+        raise ArchError(f"Cannot write this file: {err.strerror or err}.", here) from None
+
+
+def _checked_output(path: Path, here: Span, inputs, suffixes: tuple, what: str) -> Path:
     if path.is_dir():
         raise ArchError(f"{what} names a directory; give the name of a file to write, such as "
                         f"{path / ('model' + (suffixes[0] if suffixes else '.out'))}.", here)
@@ -67,8 +86,8 @@ def output_path(arg, inputs=(), suffixes: tuple = (), what: str = "-o") -> Path:
                         f"'{path.suffix or '(no suffix)'}'.", here)
     for item in inputs:
         if item is not None and path.exists() and Path(item).exists() and path.samefile(item):
-            raise ArchError(f"{what} names the input file itself, which writing would destroy; choose another "
-                            "output name.", here)
+            raise ArchError(f"{what} names a file this command reads, which writing would destroy; choose "
+                            "another output name.", here)
     return path
 
 
@@ -100,7 +119,7 @@ def add_pass_args(p: argparse.ArgumentParser, required: bool = False) -> None:
                         "an .npz with an array 'x' (inputs, batch first) and optionally 'y' (labels)")
     p.add_argument("--calib-samples", type=int, default=None, metavar="N",
                    help="calibrate quantisation on the first N samples of --data (default: the pass's own, 512)")
-    p.add_argument("--seed", type=int, default=0, help="seed for the passes' random choices (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="seed for the passes' random choices (default 0)")
     p.add_argument("--device", default="cpu", help="where passes that run the model run it (default cpu)")
     p.add_argument("--progress", action="store_true", help="show progress bars for long passes")
 
@@ -111,7 +130,7 @@ def run_passes(graph, args):
     from ..passes.pipeline import run_pipeline
     ctx = PassContext(data=load_data(args.data) if args.data else None, device=args.device, seed=args.seed,
                       progress=args.progress, verify=args.verify, tolerance=args.tolerance,
-                      calib_samples=getattr(args, "calib_samples", None))
+                      calib_samples=getattr(args, "calib_samples", None), source=args.data)
     return run_pipeline(graph, args.passes, print_ir_after=args.print_ir_after or (), ctx=ctx)
 
 

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from ..diagnostics import ArchError
-from .common import add_spec_args, defines
+from .common import add_spec_args, defines, seed
 
 FINETUNE_LR = 0.01
 
@@ -62,7 +62,7 @@ def register(sub) -> None:
                    help="also write each point's weights and spec to DIR/models/")
     p.add_argument("--pass-samples", type=int, default=256,
                    help="training samples given to passes that learn from data (default 256)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the passes and of fine-tuning (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the passes and of fine-tuning (default 0)")
     p.add_argument("--device", default="cpu", help="where fine-tuning runs: cpu or cuda (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="PyTorch's CPU threads for fine-tuning")
     p.add_argument("--no-progress", action="store_true", help="no progress bars on standard error")

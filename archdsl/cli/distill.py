@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .common import add_spec_args, defines
+from .common import add_spec_args, defines, output_path
 
 
 def run(args) -> int:
@@ -28,7 +28,7 @@ def run(args) -> int:
     config = config_from(args)
     set_threads(args)
     hints = parse_hints(args.hint)
-    out = Path(args.output)
+    out = output_path(args.output, (args.file, args.teacher, args.teacher_weights, args.weights, args.data))
     dist = setup(config.device)
     try:
         student = load_spec(args)

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from ..diagnostics import ArchError, Span
-from .common import add_spec_args
+from .common import add_spec_args, seed
 
 BACKENDS = ("torch", "onnxruntime")
 
@@ -135,7 +135,7 @@ def register(sub) -> None:
     p.add_argument("--print-ir-after", action="append", metavar="PASS", help=argparse.SUPPRESS)
     p.add_argument("--pass-samples", type=int, default=256,
                    help="training samples given to passes that learn from data (default 256)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the passes (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the initial weights and the passes (default 0)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset for --backend onnxruntime (default 20)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch or onnxruntime")
     p.add_argument("--json", action="store_true", help="print the result as JSON")

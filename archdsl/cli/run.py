@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..diagnostics import ArchError
-from .common import add_spec_args, load_graph, reject_spec_flags
+from .common import add_spec_args, load_graph, reject_spec_flags, seed
 
 BACKENDS = ("torch", "onnxruntime")
 
@@ -77,7 +77,7 @@ def register(sub) -> None:
     p.add_argument("--runs", type=int, default=10, help="timed forward passes (default 10)")
     p.add_argument("--warmup", type=int, default=2, help="untimed forward passes first (default 2)")
     p.add_argument("--top", type=int, default=5, help="how many of the largest output values to show (default 5)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random input (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the random input (default 0)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset for --backend onnxruntime (default 20)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for PyTorch or onnxruntime (default: the library's own choice)")

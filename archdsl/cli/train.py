@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from ..diagnostics import ArchError
-from .common import add_spec_args, defines
+from .common import add_spec_args, defines, output_path, seed
 
 PASS_SAMPLES = 256
 
@@ -47,7 +47,7 @@ def add_train_args(p, epochs: int = 10) -> None:
     p.add_argument("--weight-decay", type=float, default=None,
                    help="weight decay (default: sgd 5e-4, adamw 0.05)")
     p.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the loss (default 0)")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=seed, default=0,
                    help="seed of the initial weights, the batch order and dropout (default 0)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default=None,
@@ -76,9 +76,9 @@ def config_from(args):
 
 
 def set_threads(args) -> None:
+    from ..cpu import check_threads
+    check_threads(args.threads)
     if args.threads is not None:
-        if args.threads < 1:
-            raise ArchError(f"--threads must be at least 1, but it is {args.threads}.")
         import torch
         torch.set_num_threads(args.threads)
 
@@ -148,7 +148,7 @@ def run(args) -> int:
                         "(OUT.arch).")
     if args.reset and not args.weights:
         raise ArchError("--reset names layers to leave out of --weights, but no --weights were given.")
-    out = Path(args.output)
+    out = output_path(args.output, (args.file, args.data, args.weights, args.resume))
     dist = setup(config.device)
     try:
         graph = load_spec(args)

@@ -174,6 +174,8 @@ def load_checked(path, max_nodes: int | None = None) -> Graph:
     except Exception as err:  # noqa: BLE001 - OSError, ValueError, zipfile.BadZipFile from a damaged archive
         raise ArchError(f"Cannot read the tensors of this IR: {type(err).__name__}: {err}.",
                         Span.of_file(npz)) from None
+    if data.get("params"):
+        _check_tensors(data, arrays, npz, path)
     try:
         _check_references(data)
         g = from_dict(data, arrays)
@@ -193,6 +195,27 @@ def load_checked(path, max_nodes: int | None = None) -> Graph:
     return g
 
 
+def _check_tensors(data: dict, arrays, npz: Path, path: Path) -> None:
+    """Every parameter's values are in the ``.npz`` and nothing else is: a missing file or tensor would
+    silently become fresh initial values (losing trained or folded weights), an extra one would be ignored."""
+    from ..diagnostics import ArchError
+    if arrays is None:
+        raise ArchError(f"The tensors of this IR are missing: '{npz.name}' is not beside it, and without it every "
+                        "weight would be a fresh initial value. Put the .npz that `archc ir -o` wrote beside "
+                        f"'{path.name}'.", Span.of_file(path))
+    try:
+        names = [p["name"] for p in data["params"]]
+    except (TypeError, KeyError):
+        return                      # a damaged parameter list: from_dict says what is wrong
+    want, have = set(map(str, names)), set(arrays)
+    for what, names in (("has no values for the parameters", sorted(want - have)),
+                        ("holds tensors that no parameter of the IR has", sorted(have - want))):
+        if names:
+            listed = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            raise ArchError(f"The tensors file {what}: {listed}; it and '{path.name}' do not belong together. "
+                            "Save the IR again with `archc ir -o FILE.json`.", Span.of_file(npz))
+
+
 def _check_references(data: dict) -> None:
     """Node ids are unique ints, and every input, model input and output names one of them."""
     ids = [n["id"] for n in data["nodes"]]
@@ -201,12 +224,14 @@ def _check_references(data: dict) -> None:
     known = set(ids)
     for n in data["nodes"]:
         for src in n["inputs"]:
-            if src not in known:
-                raise ValueError(f"node {n['id']} reads node {src}, which does not exist")
+            if type(src) is not int or src not in known:
+                raise ValueError(f"node {n['id']} reads node {src!r}, which is not a node id")
     for key in ("inputs", "outputs"):
         for nid in data[key]:
-            if nid not in known:
-                raise ValueError(f"the model's {key} name node {nid}, which does not exist")
+            if type(nid) is not int or nid not in known:
+                raise ValueError(f"the model's {key} name node {nid!r}, which is not a node id")
+    if type(data["next"]) is not int or data["next"] <= max(ids, default=-1):
+        raise ValueError(f"'next' is {data['next']!r}, but it must be an integer above every node id")
 
 
 def _check_dimensions(g: Graph, arrays) -> None:

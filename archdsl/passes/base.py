@@ -25,7 +25,9 @@ import typing
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ..diagnostics import Span
+import numpy as np
+
+from ..diagnostics import ArchError, Span
 from ..ir.graph import Graph
 from ..ir.stats import totals
 from .context import PassContext
@@ -66,13 +68,17 @@ def option_type(cls, name: str) -> type:
     return typing.get_type_hints(cls)[name]
 
 
-class OptionError(ValueError):
+class OptionError(ArchError, ValueError):
     """An option value, or a combination of options, that a pass refuses (raised by its ``__post_init__``).
-    ``option`` names the option whose value the pipeline's diagnostic points at; None points at the pass."""
+    ``option`` names the option whose value the pipeline's diagnostic points at; None points at the pass.
+    An :class:`ArchError` (and, as before, a ``ValueError``)."""
 
     def __init__(self, message: str, option: str | None = None):
         super().__init__(message)
         self.option = option
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def listing(names, last: str = "and") -> str:
@@ -232,11 +238,17 @@ class Pass:
             base = next((a for a in typing.get_args(typ) if a is not type(None)), typ)
             if value is None and optional:
                 continue
+            numpy_number = isinstance(value, np.integer) or isinstance(value, np.floating) and base is float
+            if numpy_number and base in (int, float):
+                value = base(value)         # NumPy numbers are numbers: an np.int64 count is an int
+                setattr(self, f.name, value)
             ok = (isinstance(value, base) and not (base is int and isinstance(value, bool))
                   or base is float and isinstance(value, int) and not isinstance(value, bool))
             if not ok:
                 raise OptionError(f"{f.name} must be {TYPE_WORDS[base]}{' or None' if optional else ''}, but it is "
                                   f"{value!r} ({type(value).__name__}).", f.name)
+            if base is float and value != value:
+                raise OptionError(f"{f.name} must be a number, but it is nan.", f.name)
 
     def rewrite(self, graph: Graph, report: PassReport, ctx: PassContext) -> bool:
         """Edit ``graph`` (a private copy) in place; return whether anything changed."""

@@ -7,6 +7,7 @@ calibration or fine-tuning batches, the device, a progress bar) comes from here.
 """
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
@@ -47,6 +48,35 @@ class PassContext:
     tolerance: float | None = None
     calib_samples: int | None = None
     stream: object = field(default=None, repr=False)      # where progress goes (default: stderr)
+    source: str | None = None      # the file ``data`` came from, which messages about it name
+
+    def __post_init__(self):
+        span = Span.of_file(self.source) if self.source else None
+        if self.data is not None:
+            check_data(self.data, span)
+        if not isinstance(self.device, str):
+            raise ArchError(f"PassContext.device must be a string such as 'cpu' or 'cuda', but it is "
+                            f"{type(self.device).__name__}.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) \
+                or not 0 <= self.seed < 2 ** 63:
+            raise ArchError(f"The seed must be an integer from 0 to 2**63 - 1, but it is {self.seed!r}.")
+        if self.tolerance is not None and (isinstance(self.tolerance, bool)
+                                           or not isinstance(self.tolerance, (int, float, np.floating))
+                                           or not 0 <= self.tolerance < math.inf):
+            raise ArchError(f"The tolerance must be a finite number of at least 0, but it is {self.tolerance!r}.")
+        if self.calib_samples is not None and (isinstance(self.calib_samples, bool)
+                                               or not isinstance(self.calib_samples, (int, np.integer))
+                                               or self.calib_samples < 1):
+            raise ArchError(f"The number of calibration samples must be an integer of at least 1, but it is "
+                            f"{self.calib_samples!r}.")
+        if self.stream is not None and not callable(getattr(self.stream, "write", None)):
+            raise ArchError(f"PassContext.stream must be a file-like object with write(), but it is "
+                            f"{type(self.stream).__name__}.")
+
+    def check_fits(self, graph) -> None:
+        """The data has the shapes and labels ``graph`` takes (run once by the pipeline)."""
+        if self.data is not None:
+            check_data_fits(self.data, graph, Span.of_file(self.source) if self.source else None)
 
     def require_data(self, pass_name: str, what: str) -> dict:
         """The data, or an error saying that ``pass_name`` needs it for ``what``."""
@@ -85,31 +115,82 @@ class PassContext:
 
 def load_data(path, what: str = "--data") -> dict:
     """Read an ``.npz`` with ``x`` (inputs, batch first) and optionally ``y``; ArchError naming the file."""
-    import zipfile
-    from pathlib import Path
-    p = Path(path)
-    if not p.is_file():
-        raise ArchError(f"Cannot read the {what} file: there is no such file.", Span.of_file(p))
-    try:
-        with np.load(p, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise ArchError(f"Cannot read the {what} file as an .npz archive ({err}).", Span.of_file(p)) from None
+    from ..data import read_npz
+    arrays = read_npz(path, what, "an .npz file with an array 'x' of inputs, batch first, and optionally 'y' "
+                                  "of labels")
+    span = Span.of_file(path)
     if "x" not in arrays:
         raise ArchError(f"The {what} file has no array 'x'; it holds "
-                        f"{', '.join(sorted(arrays)) or 'nothing'}.", Span.of_file(p))
-    x = arrays["x"]
-    if x.ndim < 2 or not np.issubdtype(x.dtype, np.number):
-        raise ArchError(f"The array 'x' must be numeric with the batch first, but it has shape "
-                        f"{x.shape} and dtype {x.dtype}.", Span.of_file(p))
-    out = {"x": x.astype(np.float32, copy=False)}
+                        f"{', '.join(sorted(arrays)) or 'nothing'}.", span)
+    out = {"x": arrays["x"]}
     if "y" in arrays:
-        y = arrays["y"]
-        if y.shape[:1] != x.shape[:1] or not np.issubdtype(y.dtype, np.integer):
-            raise ArchError(f"The array 'y' must hold one integer label per sample of 'x' "
-                            f"({x.shape[0]}), but it has shape {y.shape} and dtype {y.dtype}.", Span.of_file(p))
-        out["y"] = y.astype(np.int64, copy=False)
-    return out
+        out["y"] = arrays["y"]
+    checked = check_data(out, span)
+    return {k: (v.astype(np.float32, copy=False) if k == "x" else v.astype(np.int64, copy=False))
+            for k, v in checked.items()}
+
+
+def check_data(data, span: Span | None = None) -> dict:
+    """``data`` as :class:`PassContext` takes it, or an ArchError saying what is wrong: a dict with ``x``
+    (a real, finite array with the batch first, or a tuple of them with one batch size) and optionally
+    ``y`` (one integer label per sample)."""
+    from ..data import check_inputs
+    where = "PassContext.data" if span is None else "The data"
+    if not isinstance(data, dict):
+        raise ArchError(f"{where} must be a dict with an array 'x' (inputs, batch first) and optionally 'y' "
+                        f"(labels), but it is {type(data).__name__}.", span)
+    if unknown := sorted(str(k) for k in data if k not in ("x", "y")):
+        raise ArchError(f"{where} holds {', '.join(repr(k) for k in unknown)}, which no pass reads; its keys "
+                        "are 'x' (inputs) and 'y' (labels).", span)
+    if "x" not in data:
+        raise ArchError(f"{where} has no 'x' (the inputs, batch first).", span)
+    xs = data["x"] if isinstance(data["x"], tuple) else (data["x"],)
+    for k, x in enumerate(xs):
+        name = "x" if len(xs) == 1 else f"x[{k}]"
+        if not isinstance(x, np.ndarray):
+            raise ArchError(f"{where}'s '{name}' must be a NumPy array, but it is {type(x).__name__}.", span)
+        check_inputs(x, name, span)
+        if x.ndim < 2 or len(x) == 0:
+            raise ArchError(f"{where}'s '{name}' must hold samples with the batch first, but it has shape "
+                            f"{tuple(x.shape)}.", span)
+        if len(x) != len(xs[0]):
+            raise ArchError(f"{where}'s inputs hold {len(xs[0])} and {len(x)} samples; give every input the "
+                            "same batch.", span)
+    y = data.get("y")
+    if y is not None and (not isinstance(y, np.ndarray) or y.ndim != 1 or len(y) != len(xs[0])
+                          or not np.issubdtype(y.dtype, np.integer)):
+        shape = f"shape {tuple(y.shape)} and dtype {y.dtype}" if isinstance(y, np.ndarray) else type(y).__name__
+        raise ArchError(f"{where}'s 'y' must hold one integer label per sample of 'x' ({len(xs[0])}), but it "
+                        f"has {shape}.", span)
+    return data
+
+
+def check_data_fits(data: dict, graph, span: Span | None = None) -> None:
+    """The samples of ``data`` have the shape the model's inputs take (the batch aside), and its labels
+    lie within the model's first output: an error naming both otherwise."""
+    xs = data["x"] if isinstance(data["x"], tuple) else (data["x"],)
+    where = "PassContext.data" if span is None else "The data"
+    if len(xs) != len(graph.inputs):
+        inputs = f"{len(graph.inputs)} input{'s' if len(graph.inputs) != 1 else ''}"
+        raise ArchError(f"{where} gives {len(xs)} input arrays, but model '{graph.name}' takes {inputs}; give 'x' as "
+                        "a tuple with one array per input.", span)
+    for k, (x, nid) in enumerate(zip(xs, graph.inputs)):
+        want = tuple(graph.data(nid)["shape"])
+        fits = len(x.shape) == len(want) and all(not isinstance(w, int) or w == h
+                                                 for w, h in zip(want[1:], x.shape[1:]))
+        if not fits:
+            name = "x" if len(xs) == 1 else f"x[{k}]"
+            have = ", ".join(map(str, x.shape[1:]))
+            raise ArchError(f"{where}'s '{name}' holds samples of shape ({have}) (rank {x.ndim} with the batch), "
+                            f"but model '{graph.name}' takes ({', '.join(map(str, want))}); give inputs of that "
+                            "shape, batch first.", span)
+    y = data.get("y")
+    out = tuple(graph.data(graph.outputs[0])["shape"]) if graph.outputs else ()
+    if y is not None and len(y) and len(out) == 2 and isinstance(out[1], int):
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= out[1]:
+            raise ArchError(f"{where}'s labels run from {lo} to {hi}, but model '{graph.name}' has {out[1]} "
+                            f"outputs (classes 0 to {out[1] - 1}); fix the labels or the model's classes.", span)
 
 
 Progress = Callable[[Iterable], Iterable]

@@ -112,6 +112,8 @@ from .context import PassContext
 METHODS = ("auto", "tucker2", "cp", "svd")
 COSTS = ("roofline", "macs")
 
+MAX_ITERS = 10_000        # ALS / HOOI sweeps, each about as costly as one factorisation
+
 
 @dataclass(frozen=True)
 class Roofline:
@@ -358,9 +360,20 @@ class LowRank(Pass):
                 raise OptionError(f"{name} must be above 0 and at most 1, but it is {value:g}.", name)
         if self.min_gain < 0:
             raise OptionError(f"min_gain must be at least 0, but it is {self.min_gain:g}.", "min_gain")
+        if self.macs is None:
+            for name, value, default in (("cost", self.cost, "roofline"), ("batch", self.batch, 1)):
+                if value != default:
+                    raise OptionError(f"{name} applies to macs=, whose cost model chooses the layers and ranks; "
+                                      f"with {given[0]}= it would change nothing, so drop {name} or give macs=.",
+                                      name)
+        if self.method == "svd" and self.iters:
+            raise OptionError("iters refines Tucker-2 and CP factors; an SVD is exact for its rank and has none "
+                              "to refine, so drop iters or choose method=tucker2 or cp.", "iters")
         for name, least, value in (("round_to", 1, self.round_to), ("iters", 0, self.iters), ("batch", 1, self.batch)):
             if value is not None and value < least:
                 raise OptionError(f"{name} must be at least {least}, but it is {value}.", name)
+        if self.iters is not None and self.iters > MAX_ITERS:
+            raise OptionError(f"iters must be at most {MAX_ITERS:,}, but it is {self.iters:,}.", "iters")
         if self.cost not in COSTS:
             raise OptionError(f"there is no cost '{self.cost}'; the costs are {listing(COSTS)}.", "cost")
 

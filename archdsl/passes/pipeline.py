@@ -181,6 +181,8 @@ class PipelineResult:
 def _as_passes(passes) -> list[Pass]:
     if isinstance(passes, (str, Pass)):
         passes = [passes]
+    if not isinstance(passes, (list, tuple)):
+        raise ArchError(f"A pipeline is pipeline text, a Pass or a list of them, not {type(passes).__name__}.")
     out: list[Pass] = []
     for p in passes:
         if isinstance(p, str):
@@ -188,7 +190,7 @@ def _as_passes(passes) -> list[Pass]:
         elif isinstance(p, Pass):
             out.append(p)
         else:
-            raise TypeError(f"a pipeline holds pass names and Pass objects, not {type(p).__name__}")
+            raise ArchError(f"A pipeline holds pass names and Pass objects, not {type(p).__name__}.")
     return out
 
 
@@ -211,12 +213,21 @@ def run_pipeline(graph: Graph, passes, verify: bool = False, print_ir_after: Ite
     ``tolerance`` (or ``ctx.tolerance``) overrides the passes' expected errors.
     ``ctx`` carries data, device, seed and progress to every pass.
     """
+    if not isinstance(graph, Graph):
+        raise ArchError(f"run_pipeline takes a Graph (from archdsl.load), not {type(graph).__name__}.")
     ctx = ctx if ctx is not None else PassContext()
+    if not isinstance(ctx, PassContext):
+        raise ArchError(f"ctx must be a PassContext, but it is {type(ctx).__name__}.")
     verify = verify or ctx.verify
     tolerance = tolerance if tolerance is not None else ctx.tolerance
     passes = _as_passes(passes)
     if isinstance(print_ir_after, str):
         print_ir_after = (print_ir_after,)
+    if not isinstance(print_ir_after, (list, tuple)) or not all(isinstance(w, str) for w in print_ir_after):
+        raise ArchError("print_ir_after takes pass names (a string or a list of them).")
+    if tolerance is not None and (isinstance(tolerance, bool) or not isinstance(tolerance, (int, float))
+                                  or not 0 <= tolerance < float("inf")):
+        raise ArchError(f"The tolerance must be a finite number of at least 0, but it is {tolerance!r}.")
     emit = emit or (lambda text: print(text, file=sys.stderr))
     names = [p.name for p in passes]
     for want in print_ir_after:
@@ -224,6 +235,7 @@ def run_pipeline(graph: Graph, passes, verify: bool = False, print_ir_after: Ite
             raise ArchError(f"--print-ir-after names '{want}', which is not in the pipeline"
                             + _suggest(want, names, f"The pipeline runs {listing(names)}."))
     _check_ir(graph, None)
+    ctx.check_fits(graph)
     check = _OutputCheck(graph, tolerance, ctx) if verify else None
     result = PipelineResult(graph)
     current = graph
@@ -247,9 +259,9 @@ class _OutputCheck:
 
     def __init__(self, graph: Graph, tolerance: float | None, ctx: PassContext):
         import torch  # lazy: the pass core does not depend on torch
+        # the data fits the model (run_pipeline checked it first), so it is used whenever it is given
         batch = next(ctx.batches(VERIFY_BATCH, VERIFY_BATCH), None) if ctx.data is not None else None
-        if batch is not None and len(batch.x) == len(graph.inputs) and all(
-                tuple(x.shape[1:]) == tuple(graph.data(i)["shape"][1:]) for x, i in zip(batch.x, graph.inputs)):
+        if batch is not None:
             self.inputs = [torch.from_numpy(np.ascontiguousarray(x, np.float32)) for x in batch.x]
             self.source = f"the first {len(batch.x[0])} samples of the data"
         else:

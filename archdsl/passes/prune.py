@@ -63,6 +63,7 @@ from .base import OptionError, Pass, PassReport, in_scopes, listing, note_unmatc
 from .context import PassContext
 from .importance import CRITERIA, scores
 
+SAMPLES = 64               # taylor and obd: samples of the data read unless samples says otherwise
 MAX_RATIO = 0.8            # with macs=, the most of any group removed unless max_ratio says otherwise
 
 
@@ -225,7 +226,7 @@ class Prune(Pass):
     round_to: int = field(default=1, metadata={"doc": "keep channel counts multiples of this"})
     keep: str | None = field(default=None, metadata={
         "doc": "comma-separated scope patterns never pruned (the model outputs' producers always are)"})
-    samples: int = field(default=64, metadata={"doc": "taylor and obd: samples of the data used"})
+    samples: int = field(default=SAMPLES, metadata={"doc": "taylor and obd: samples of the data used"})
 
     def __post_init__(self):
         super().__post_init__()
@@ -239,9 +240,9 @@ class Prune(Pass):
         if self.max_ratio is not None and self.ratio is not None:
             raise OptionError("max_ratio limits how much of any group macs= may remove; with ratio= every group "
                               "loses the same fraction, so drop max_ratio or give macs= instead.", "max_ratio")
-        if self.max_ratio is None:
-            self.max_ratio = MAX_RATIO
-        if not 0.0 <= self.max_ratio < 1.0:
+        if self.max_ratio is None and self.macs is not None:
+            self.max_ratio = MAX_RATIO         # only macs= uses it: with ratio= the pass text stays as given
+        if self.max_ratio is not None and not 0.0 <= self.max_ratio < 1.0:
             raise OptionError(f"max_ratio must be at least 0 and below 1, but it is {self.max_ratio:g}.",
                               "max_ratio")
         if self.criterion not in CRITERIA:
@@ -251,6 +252,9 @@ class Prune(Pass):
             raise OptionError(f"round_to must be at least 1, but it is {self.round_to}.", "round_to")
         if self.samples < 1:
             raise OptionError(f"samples must be at least 1, but it is {self.samples}.", "samples")
+        if self.samples != SAMPLES and self.criterion not in ("taylor", "obd"):
+            raise OptionError(f"samples sets how much data the taylor and obd criteria read; criterion="
+                              f"{self.criterion} reads none, so drop samples.", "samples")
 
     def expected_error(self) -> float:
         """Pruning changes the function by design (its exactness is against masking, which the tests check)."""

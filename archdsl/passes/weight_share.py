@@ -159,6 +159,8 @@ class WeightShare(Pass):
         super().__post_init__()
         if not 1 <= self.bits <= 8:
             raise OptionError(f"bits must be 1 to 8 (indices are stored in a byte), but it is {self.bits}.", "bits")
+        if not 1 <= self.iterations <= 100_000:
+            raise OptionError(f"iterations must be 1 to 100,000, but it is {self.iterations}.", "iterations")
         if self.init not in INITS:
             raise OptionError(f"init must be one of {listing(INITS, 'or')}, but it is '{self.init}'.", "init")
 

@@ -21,6 +21,7 @@ into the student's own graph: the checkpoint loads like any other.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ..diagnostics import ArchError, did_you_mean
@@ -163,12 +164,12 @@ def distill(teacher, student, data, config, hints, *, hint_epochs: int = 0, temp
     from .checkpoint import update_params
     from .dist import Dist
     from .loop import fit
-    if temperature <= 0:
-        raise ArchError(f"--temperature must be positive, but it is {temperature}.")
+    if not 0 < temperature < math.inf:
+        raise ArchError(f"--temperature must be a positive finite number, but it is {temperature}.")
     if not 0 <= alpha <= 1:
         raise ArchError(f"--alpha must be in [0, 1], but it is {alpha}.")
-    if hint_epochs < 0 or hint_weight < 0:
-        raise ArchError("--hint-epochs and --hint-weight cannot be negative.")
+    if hint_epochs < 0 or not 0 <= hint_weight < math.inf:
+        raise ArchError("--hint-epochs cannot be negative, and --hint-weight must be a finite number of at least 0.")
     if hint_epochs and not hints:
         raise ArchError("--hint-epochs trains the hint loss alone, but no --hint was given; add --hint "
                         "TEACHER_SCOPE:STUDENT_SCOPE or drop --hint-epochs.")

@@ -51,12 +51,14 @@ class TrainConfig:
             raise ArchError(f"--epochs cannot be negative, but it is {self.epochs}.")
         if self.batch_size < 1:
             raise ArchError(f"--batch-size must be at least 1, but it is {self.batch_size}.")
-        if self.lr is not None and not self.lr > 0:
-            raise ArchError(f"--lr must be positive, but it is {self.lr}.")
+        if self.lr is not None and not 0 < self.lr < math.inf:
+            raise ArchError(f"--lr must be a positive finite number, but it is {self.lr}.")
+        if not 0 <= self.momentum < 1:
+            raise ArchError(f"--momentum must be in [0, 1), but it is {self.momentum}.")
         if not 0 <= self.warmup <= max(self.epochs, 0):
             raise ArchError(f"--warmup must be between 0 and --epochs ({self.epochs}), but it is {self.warmup}.")
-        if self.weight_decay is not None and self.weight_decay < 0:
-            raise ArchError(f"--weight-decay cannot be negative, but it is {self.weight_decay}.")
+        if self.weight_decay is not None and not 0 <= self.weight_decay < math.inf:
+            raise ArchError(f"--weight-decay must be a finite number of at least 0, but it is {self.weight_decay}.")
         if not 0 <= self.label_smoothing < 1:
             raise ArchError(f"--label-smoothing must be in [0, 1), but it is {self.label_smoothing}.")
         if self.precision not in (None, "fp32", "bf16"):

@@ -118,6 +118,8 @@ def _value_text(v) -> str:
 def load_grid(path) -> Grid:
     """The grid of a TOML file; ArchError ``FILE: error: ...`` (or at the line) for every problem."""
     path = Path(path)
+    if path.is_dir():
+        raise _err(path, "Cannot read the grid: this is a directory; give the grid's .toml file.")
     if not path.is_file():
         raise _err(path, "Cannot read the grid: there is no such file.")
     text = path.read_text(encoding="utf-8", errors="replace")
@@ -143,11 +145,15 @@ def load_grid(path) -> Grid:
     _check_keys(path, data, TOP_KEYS, "the grid")
     finetune = data.get("finetune", {})
     _check_keys(path, finetune, FINETUNE_KEYS, "[finetune]")
+    _check_finetune(path, finetune)
     measure = {"batch": 1, "runs": 20, "warmup": 3, "threads": 1, **data.get("measure", {})}
     _check_keys(path, measure, MEASURE_KEYS, "[measure]")
     for k in ("batch", "runs", "threads"):
         if measure[k] < 1:
             raise _err(path, f"The key '{k}' of [measure] must be at least 1, but it is {measure[k]}.")
+    if measure["threads"] > cpu.MAX_THREADS:
+        raise _err(path, f"The key 'threads' of [measure] must be at most {cpu.MAX_THREADS}, but it is "
+                         f"{measure['threads']}.")
     points = []
     for i, p in enumerate(data.get("point", [])):
         where = f"[[point]] {i + 1}"
@@ -160,6 +166,9 @@ def load_grid(path) -> Grid:
         full = ",".join(s for s in (p["passes"], after) if s)
         if not full.strip():
             raise _err(path, f"The passes of {where} are empty; give a pipeline in passes (or in after).")
+        if p.get("finetune") is not None and p["finetune"] < 0:
+            raise _err(path, f"The key 'finetune' of {where} (its fine-tuning epochs) cannot be negative, but it is "
+                             f"{p['finetune']}.")
         points.append(Point(p.get("name", full), p["passes"], p.get("family", _family(full)), p.get("finetune"),
                             after))
     for i, s in enumerate(data.get("sweep", [])):
@@ -257,6 +266,29 @@ def latencies(sessions: list, cfg: dict, progress: bool = False) -> list:
     return [(stats[i]["median_ms"], stats[i]["p90_ms"]) for i in range(len(sessions))]
 
 
+def _check_finetune(path: Path, finetune: dict) -> None:
+    """The [finetune] values as ``archc train`` checks its options, worded by the grid's keys."""
+    from .loop import TrainConfig
+    try:
+        TrainConfig(**{"epochs": 0, **finetune}).checked()          # compress-report's defaults
+    except ArchError as err:
+        message = err.message
+        for key in FINETUNE_KEYS:
+            message = message.replace(f"--{key.replace('_', '-')}", f"the key '{key}' of [finetune]")
+        raise _err(path, message[0].upper() + message[1:]) from None
+
+
+def model_stem(name: str, taken: set) -> str:
+    """A file name (without suffix) for the point ``name`` under models/: letters, digits, ``_ . -`` only,
+    never hidden or empty, and not one of ``taken`` (which it joins), so no point overwrites another."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._-") or "point"
+    unique, k = stem, 2
+    while unique.lower() in taken:
+        unique, k = f"{stem}-{k}", k + 1
+    taken.add(unique.lower())
+    return unique
+
+
 def run_report(graph, data, grid: Grid, points, out_dir, *, train_config, finetune_epochs=None, seed: int = 0,
                pass_samples: int = 256, progress: bool = True, save_models: bool = False, skipped=(),
                meta: dict | None = None) -> dict:
@@ -271,7 +303,7 @@ def run_report(graph, data, grid: Grid, points, out_dir, *, train_config, finetu
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = grid.measure
     x, y = data.train.arrays(pass_samples)
-    rows = []
+    rows, saved = [], set()
     bar = tqdm(total=1 + len(points), desc="compress-report", leave=False, dynamic_ncols=True, file=sys.stderr,
                disable=not progress)
     bar.set_postfix_str("baseline")
@@ -302,13 +334,14 @@ def run_report(graph, data, grid: Grid, points, out_dir, *, train_config, finetu
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
         if save_models:
-            stem = out_dir / "models" / re.sub(r"[^A-Za-z0-9_.-]+", "_", p.name).strip("_")
-            save_checkpoint(stem.with_suffix(".pt"), archdsl.to_torch(g), None, {"passes": p.passes})
+            stem = out_dir / "models" / model_stem(p.name, saved)
+            save_checkpoint(stem.parent / (stem.name + ".pt"), archdsl.to_torch(g), None, {"passes": p.passes})
             try:
                 from ..backends.arch_emit import write_arch
-                write_arch(g, stem.with_suffix(".arch"))
-            except ArchError:
-                pass
+                write_arch(g, stem.parent / (stem.name + ".arch"))
+            except ArchError as err:
+                print(f"note: the point '{p.name}' was saved as {stem.name}.pt only; its graph cannot be written "
+                      f"as a spec: {err.message}", file=sys.stderr)
         bar.update(1)
     bar.close()
     for r, (median, p90) in zip(rows, latencies(sessions, cfg, progress)):

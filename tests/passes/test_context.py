@@ -140,24 +140,46 @@ def test_data_files_and_their_errors(tmp_path):
         "rank.npz": dict(x=np.zeros(3)),
         "labels.npz": dict(x=np.zeros((3, 2)), y=np.zeros(2, np.int64)),
         "text.npz": "not a zip",
+        "nan.npz": dict(x=np.array([[0.0, np.nan], [np.inf, 1.0]])),
+        "complex.npz": dict(x=np.zeros((2, 2), np.complex64)),
+        "member.npz": b"zip",
+        "x.npy": np.zeros((2, 3)),
+        "folder.npz": "dir",
     }
     messages = {}
     for name, content in cases.items():
         path = tmp_path / name
         if isinstance(content, dict):
             np.savez(path, **content)
+        elif isinstance(content, str) and content == "dir":
+            path.mkdir()
         elif isinstance(content, str):
             path.write_text(content)
+        elif isinstance(content, bytes):
+            import zipfile
+            with zipfile.ZipFile(path, "w") as z:          # a member that is not an .npy array
+                z.writestr("x.npy", b"garbage")
+        elif isinstance(content, np.ndarray):
+            np.save(path, content)
         with pytest.raises(ArchError) as info:
             load_data(path)
         messages[name] = str(info.value).replace(str(tmp_path) + "/", "")
-    assert messages["missing.npz"] == "missing.npz: error: Cannot read the --data file: there is no such file."
+    takes = "--data takes an .npz file with an array 'x' of inputs, batch first, and optionally 'y' of labels."
+    assert messages["missing.npz"] == f"missing.npz: error: Cannot read the --data file: there is no such file; {takes}"
     assert messages["nox.npz"] == "nox.npz: error: The --data file has no array 'x'; it holds a."
-    assert messages["rank.npz"] == ("rank.npz: error: The array 'x' must be numeric with the batch first, but it "
-                                    "has shape (3,) and dtype float64.")
-    assert messages["labels.npz"] == ("labels.npz: error: The array 'y' must hold one integer label per sample of "
+    assert messages["rank.npz"] == ("rank.npz: error: The data's 'x' must hold samples with the batch first, but it "
+                                    "has shape (3,).")
+    assert messages["labels.npz"] == ("labels.npz: error: The data's 'y' must hold one integer label per sample of "
                                       "'x' (3), but it has shape (2,) and dtype int64.")
     assert messages["text.npz"].startswith("text.npz: error: Cannot read the --data file as an .npz archive")
+    assert messages["nan.npz"] == "nan.npz: error: The array 'x' holds 2 NaN or infinite values; clean the data first."
+    assert messages["complex.npz"] == ("complex.npz: error: The array 'x' must hold real numbers, but its dtype is "
+                                       "complex64.")
+    assert messages["member.npz"] == ("member.npz: error: Cannot read the --data file: its member 'x' is not a NumPy "
+                                      "array (.npy); write the file with numpy.savez.")
+    assert messages["x.npy"] == ("x.npy: error: Cannot read the --data file: only .npz archives are read here "
+                                 f"(numpy.savez writes them); {takes}")
+    assert messages["folder.npz"] == f"folder.npz: error: Cannot read the --data file: this is a directory; {takes}"
 
 
 def test_opt_takes_data_and_verifies_on_it(tmp_path, capsys, monkeypatch):
@@ -169,4 +191,6 @@ def test_opt_takes_data_and_verifies_on_it(tmp_path, capsys, monkeypatch):
                  "--emit", "report"]) == 0
     assert '"pass": "drop-inference-noops"' in capsys.readouterr().out
     assert main(["opt", "m.arch", "--passes", "dce", "--data", "nope.npz"]) == 1
-    assert capsys.readouterr().err.strip() == "nope.npz: error: Cannot read the --data file: there is no such file."
+    assert capsys.readouterr().err.strip() == ("nope.npz: error: Cannot read the --data file: there is no such file; "
+                                               "--data takes an .npz file with an array 'x' of inputs, batch "
+                                               "first, and optionally 'y' of labels.")

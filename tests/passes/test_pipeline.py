@@ -19,6 +19,7 @@ from archdsl.passes import PASSES, Pass, parse_pipeline, replace_node, run_pipel
 from archdsl.passes.dce import DeadCodeElimination
 from archdsl.passes.drop_noops import DropInferenceNoops
 from archdsl.passes.fold_bn import FoldBatchNorm
+from archdsl.passes.context import PassContext
 
 ROOT = Path(__file__).resolve().parents[2]
 RESNET = ROOT / "zoo_specs" / "resnet.arch"
@@ -183,8 +184,51 @@ def test_run_pipeline_accepts_pass_objects_and_mixed_lists():
     a = run_pipeline(g, [FoldBatchNorm(), "dce"])
     b = run_pipeline(g, FoldBatchNorm())
     assert print_graph(a.graph) == print_graph(b.graph)
-    with pytest.raises(TypeError):
-        run_pipeline(g, [3])
+    for passes, message in (([3], "A pipeline holds pass names and Pass objects, not int."),
+                            (None, "A pipeline is pipeline text, a Pass or a list of them, not NoneType."),
+                            (b"dce", "A pipeline is pipeline text, a Pass or a list of them, not bytes.")):
+        with pytest.raises(ArchError) as info:
+            run_pipeline(g, passes)
+        assert info.value.message == message
+
+
+def test_the_api_refuses_wrong_arguments_with_typed_errors():
+    g = small()
+    x = np.random.default_rng(0).standard_normal((4, *g.data(g.inputs[0])["shape"][1:])).astype(np.float32)
+    for call, message in (
+            (lambda: run_pipeline(None, "dce"), "run_pipeline takes a Graph (from archdsl.load), not NoneType."),
+            (lambda: run_pipeline(g, "dce", ctx={}), "ctx must be a PassContext, but it is dict."),
+            (lambda: run_pipeline(g, "dce", print_ir_after=5), "print_ir_after takes pass names (a string or a "
+                                                                "list of them)."),
+            (lambda: run_pipeline(g, "fold-bn", verify=True, tolerance="x"),
+             "The tolerance must be a finite number of at least 0, but it is 'x'."),
+            (lambda: PassContext(data=x), "PassContext.data must be a dict with an array 'x' (inputs, batch first) "
+                                          "and optionally 'y' (labels), but it is ndarray."),
+            (lambda: PassContext(data={"X": x}), "PassContext.data holds 'X', which no pass reads; its keys are 'x' "
+                                                 "(inputs) and 'y' (labels)."),
+            (lambda: PassContext(data={"x": x.tolist()}), "PassContext.data's 'x' must be a NumPy array, but it is "
+                                                          "list."),
+            (lambda: PassContext(data={"x": x + 1j}), "The array 'x' must hold real numbers, but its dtype is "
+                                                      "complex64."),
+            (lambda: PassContext(data={"x": x, "y": np.zeros(3, np.int64)}),
+             "PassContext.data's 'y' must hold one integer label per sample of 'x' (4), but it has shape (3,) and "
+             "dtype int64."),
+            (lambda: PassContext(data={"x": np.where(x > 1, np.nan, x)}),
+             f"The array 'x' holds {int((x > 1).sum()):,} NaN or infinite values; clean the data first."),
+            (lambda: PassContext(seed=-1), "The seed must be an integer from 0 to 2**63 - 1, but it is -1."),
+            (lambda: PassContext(calib_samples=0), "The number of calibration samples must be an integer of at "
+                                                   "least 1, but it is 0."),
+            (lambda: run_pipeline(g, "dce", ctx=PassContext(data={"x": x[:, :1]})),
+             f"PassContext.data's 'x' holds samples of shape (1, {x.shape[2]}, {x.shape[3]}) (rank 4 with the "
+             f"batch), but model '{g.name}' takes (N, {', '.join(map(str, x.shape[1:]))}); give inputs of that "
+             "shape, batch first."),
+            (lambda: run_pipeline(g, "dce", ctx=PassContext(data={"x": (x, x)})),
+             f"PassContext.data gives 2 input arrays, but model '{g.name}' takes 1 input; give 'x' as a tuple "
+             "with one array per input.")):
+        with pytest.raises(ArchError) as info:
+            call()
+        assert info.value.message == message
+    assert (x > 1).any()
 
 
 def test_the_same_pass_twice_reports_no_change_the_second_time():
