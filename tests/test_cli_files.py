@@ -184,6 +184,12 @@ def _cycle(d):
                                          "FILE.json`."),
     (lambda d: d.update(next=1), "error: This saved IR is damaged or not an IR file: 'next' is 1, but it must be an "
                                  "integer above every node id. Save it again with `archc ir -o FILE.json`."),
+    (lambda d: d["params"][0].update(trainable="yes"), "error: This saved IR is damaged or not an IR file: parameter "
+                                                       "stem.0.weight has 'trainable' 'yes', which must be true or "
+                                                       "false. Save it again with `archc ir -o FILE.json`."),
+    (lambda d: d["params"][0].update(seed="x"), "error: This saved IR is damaged or not an IR file: parameter "
+                                                "stem.0.weight has the seed 'x', which must be an integer. Save it "
+                                                "again with `archc ir -o FILE.json`."),
     (lambda d: d["nodes"][0]["shape"].__setitem__(1, -3), "error: This saved IR is damaged or not an IR file: node "
                                                           "0 has the shape ('N', -3, 16, 16), whose dimensions are "
                                                           "not positive integers. Save it again with `archc ir -o "
@@ -228,6 +234,26 @@ def test_the_tensors_must_all_be_there_and_belong_to_the_ir(capsys, saved):
     assert (rc, err.strip()) == (1, f"{saved}: error: The tensors of this IR are missing: 'g.npz' is not beside it, "
                                     "and without it every weight would be a fresh initial value. Put the .npz that "
                                     "`archc ir -o` wrote beside 'g.json'.")
+
+
+def test_a_nan_attribute_in_a_saved_ir_is_refused_at_its_layer(capsys, saved):
+    bad = _tamper(saved, lambda d: next(n for n in d["nodes"] if n["op"] == "bn")["attrs"].update(eps=float("nan")))
+    rc, _, err = cli(capsys, "check", bad)
+    assert rc == 1
+    assert ": error: Node @stem.1 (bn) has attribute eps=nan, which is NaN." in err.splitlines()[0]
+    assert err.strip().endswith(f"{bad}: note: the graph was loaded from this saved IR, which is damaged")
+
+
+def test_nodes_without_a_source_location_are_located_in_the_saved_file(capsys, saved, tmp_path):
+    def no_spans(d):
+        for n in d["nodes"]:
+            n["span"] = None
+    bad = _tamper(saved, no_spans)
+    rc, _, err = cli(capsys, "opt", bad, "--passes", "lowrank{ratio=0.5,min_gain=0}", "-o", tmp_path / "f.json")
+    assert rc == 0, err
+    from archdsl.ir.serialize import load_checked
+    g = load_checked(tmp_path / "f.json")
+    assert {g.data(n)["span"].file for n in g.node_ids()} == {str(bad)}
 
 
 def test_truncated_json_and_tensors(capsys, saved):

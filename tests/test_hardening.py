@@ -209,3 +209,17 @@ def test_the_backends_refuse_what_is_not_a_graph(call, message):
     with pytest.raises(ArchError) as err:
         call()
     assert err.value.message == message
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["check", "tiny.arch", "-D", "classes=10", "-D", "classes=11"],
+     "error: -D classes is given twice (10 and 11); give each parameter once."),
+    (["bench", "tiny.arch", "--passes", "", "--no-progress"],
+     'error: The pass pipeline is empty; name at least one pass, such as "fold-bn,dce".'),
+])
+def test_repeated_or_empty_settings_are_refused_not_ignored(tmp_path, monkeypatch, capsys, argv, message):
+    from archdsl.cli import main
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.arch").write_text(TINY)
+    assert main(argv) == 1
+    assert capsys.readouterr().err.strip() == message

@@ -133,6 +133,14 @@ def test_files_of_other_kinds_are_named_for_what_they_are(tmp_path):
             load_weights(g, tmp_path / name)
         assert info.value.message == (f"Cannot read the weights file '{tmp_path / name}' as a PyTorch state_dict: "
                                       f"{why}{fix}")
+    state = archdsl.to_torch(g).state_dict()
+    name = next(iter(state))
+    torch.save({**state, name: state[name].to(torch.complex64)}, tmp_path / "complex.pt")
+    with pytest.raises(ArchError) as info:
+        load_weights(g, tmp_path / "complex.pt")
+    assert info.value.message == (f"The weights file '{tmp_path / 'complex.pt'}' holds complex values in '{name}' "
+                                  "(torch.complex64); weights are real numbers, and archdsl does not drop an "
+                                  "imaginary part.")
     with pytest.raises(ArchError) as info:
         load_weights(g, tmp_path / "folder.pt")
     assert info.value.message == (f"Cannot read the weights file '{tmp_path / 'folder.pt'}': it is a directory; "

@@ -55,6 +55,10 @@ def read_state_dict(path) -> dict:
     bad = [k for k, v in data.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
         raise ArchError(f"The weights file '{path}' is not a state_dict: the entry {bad[0]!r} is not a tensor.")
+    odd = [k for k, v in data.items() if v.is_complex()]
+    if odd:
+        raise ArchError(f"The weights file '{path}' holds complex values in '{odd[0]}' ({data[odd[0]].dtype}); "
+                        "weights are real numbers, and archdsl does not drop an imaginary part.")
     return data
 
 

@@ -308,6 +308,9 @@ def check_counts(batch: int, runs: int, warmup: int, threads: int | None, compil
 def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
     """Run the whole benchmark; the result is plain JSON-able data (see docs/cli/bench.md)."""
     check_counts(cfg.batch, cfg.runs, cfg.warmup, cfg.threads, cfg.compile_repeat)
+    if cfg.passes is not None:
+        from ..passes.pipeline import parse_pipeline
+        parse_pipeline(cfg.passes)         # an empty or wrong pipeline is refused before any timing
     bench = _Bench(cfg, progress)
     try:
         return bench.run()

@@ -46,6 +46,8 @@ def defines(items) -> dict:
         name, sep, value = item.partition("=")
         if not sep or not name.isidentifier():
             raise ArchError(f"-D expects name=value, such as -D num_classes=10, but got '{item}'.")
+        if name in out:
+            raise ArchError(f"-D {name} is given twice ({out[name]} and {value}); give each parameter once.")
         out[name] = value
     return out
 

@@ -257,7 +257,7 @@ def attr_ok(kind: str, value) -> bool:
     if kind == "int?":
         return value is None or is_int
     if kind == "float":
-        return isinstance(value, float)
+        return isinstance(value, float) and value == value          # never NaN: no spec writes one
     if kind == "bool":
         return isinstance(value, bool)
     if kind == "str":
@@ -270,7 +270,7 @@ def attr_ok(kind: str, value) -> bool:
     if kind == "ints":
         return isinstance(value, (tuple, list)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     if kind == "floats":
-        return isinstance(value, (tuple, list)) and all(isinstance(v, float) for v in value)
+        return isinstance(value, (tuple, list)) and all(isinstance(v, float) and v == v for v in value)
     if kind == "init":
         if isinstance(value, Initialiser) or isinstance(value, float):
             return True

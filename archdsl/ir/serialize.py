@@ -180,6 +180,9 @@ def load_checked(path, max_nodes: int | None = None) -> Graph:
         _check_references(data)
         g = from_dict(data, arrays)
         _check_dimensions(g, arrays)
+        for nid in g.nx.nodes:          # a node without a source location (built in Python) is located here
+            if g.data(nid)["span"] is None:
+                g.data(nid)["span"] = here
     except KeyError as err:
         raise damaged(f"a required field {err.args[0]!r} is missing") from None
     except (TypeError, ValueError, AttributeError, IndexError) as err:
@@ -245,6 +248,10 @@ def _check_dimensions(g: Graph, arrays) -> None:
         if not dims_ok(d["shape"], True):
             raise ValueError(f"node {nid} has the shape {d['shape']}, whose dimensions are not positive integers")
     for name, p in g.params.items():
+        if type(p.trainable) is not bool:
+            raise ValueError(f"parameter {name} has 'trainable' {p.trainable!r}, which must be true or false")
+        if p.seed is not None and type(p.seed) is not int:
+            raise ValueError(f"parameter {name} has the seed {p.seed!r}, which must be an integer")
         if not dims_ok(p.shape, False):
             raise ValueError(f"parameter {name} has the shape {p.shape}, whose dimensions are not positive")
         if arrays is not None and name in arrays and tuple(arrays[name].shape) != tuple(p.shape):

@@ -163,8 +163,10 @@ def _types_and_params(graph: Graph, types: dict[int, TensorType]) -> None:
             if arg.name not in d["attrs"]:
                 raise IRError(f"Node @{d['scope']} ({d['op']}) lacks the attribute '{arg.name}'.", d["span"])
             if not ops.attr_ok(arg.kind, d["attrs"][arg.name]):
-                raise IRError(f"Node @{d['scope']} ({d['op']}) has attribute {arg.name}={d['attrs'][arg.name]!r}, "
-                              f"which is not {arg.kind}.", d["span"])
+                value = d["attrs"][arg.name]
+                what = "NaN" if isinstance(value, float) and value != value else f"not {arg.kind}"
+                raise IRError(f"Node @{d['scope']} ({d['op']}) has attribute {arg.name}={value!r}, which is "
+                              f"{what}.", d["span"])
         extra = sorted(set(d["attrs"]) - {a.name for a in opdef.args})
         if extra:
             raise IRError(f"Node @{d['scope']} ({d['op']}) has the attribute '{extra[0]}', which '{d['op']}' does "
