@@ -48,6 +48,33 @@ def test_a_checkpoint_dict_is_accepted_and_the_cli_compiles_with_it(tmp_path):
     assert torch.equal(torch.from_numpy(g.params["fc.weight"].value), state["fc.weight"])
 
 
+def test_safetensors_weights_reach_every_backend_as_a_pt_file_does(tmp_path, capsys):
+    from safetensors.torch import save_file
+    g = archdsl.load(SMALL)
+    gen = torch.Generator().manual_seed(3)
+    state = {k: (torch.randn(v.shape, generator=gen).abs() + 0.1 if "running_var" in k
+                 else torch.randn(v.shape, generator=gen)).to(v.dtype) if v.is_floating_point() else v
+             for k, v in archdsl.to_torch(g).state_dict().items()}
+    save_file(state, str(tmp_path / "w.safetensors"))
+    torch.save(state, tmp_path / "w.pt")
+    spec = tmp_path / "tiny.arch"
+    spec.write_text(SMALL)
+    for kind in ("pt", "safetensors"):
+        assert main(["compile", str(spec), "--target", "onnx", "--weights", str(tmp_path / f"w.{kind}"),
+                     "-o", str(tmp_path / f"{kind}.onnx")]) == 0, capsys.readouterr().err
+    assert (tmp_path / "pt.onnx").read_bytes() == (tmp_path / "safetensors.onnx").read_bytes()
+    fresh = archdsl.to_onnx(g)
+    assert fresh.SerializeToString() != (tmp_path / "pt.onnx").read_bytes()      # the weights did arrive
+    load_weights(g, tmp_path / "w.safetensors")
+    assert torch.equal(torch.from_numpy(g.params["fc.weight"].value), state["fc.weight"])
+    (tmp_path / "cut.safetensors").write_bytes((tmp_path / "w.safetensors").read_bytes()[:50])
+    with pytest.raises(ArchError) as info:
+        load_weights(g, tmp_path / "cut.safetensors")
+    assert info.value.message.startswith(f"Cannot read the weights file '{tmp_path / 'cut.safetensors'}' as "
+                                         "safetensors: ")
+    assert info.value.message.endswith("; write it with safetensors.torch.save_file.")
+
+
 def mismatched(tmp_path):
     g = archdsl.load(SMALL)
     state = {k: torch.zeros(p.shape) for k, p in g.params.items()}
@@ -122,7 +149,8 @@ def test_files_of_other_kinds_are_named_for_what_they_are(tmp_path):
     np.savez(tmp_path / "w.npz", a=np.zeros(2))
     (tmp_path / "empty.pt").write_bytes(b"")
     (tmp_path / "folder.pt").mkdir()
-    fix = "; give a .pt file written by torch.save (a dict from parameter names to tensors) or archc train."
+    fix = ("; give a .pt file written by torch.save (a dict from parameter names to tensors) or archc train, or a "
+           ".safetensors file.")
     for name, why in (("junk.pt", "it is neither the zip archive nor the pickle that torch.save writes"),
                       ("cut.pt", "it is a damaged or truncated zip archive"),
                       ("w.npz", "it is a NumPy .npz archive, not a file of torch.save"),
@@ -144,7 +172,7 @@ def test_files_of_other_kinds_are_named_for_what_they_are(tmp_path):
     with pytest.raises(ArchError) as info:
         load_weights(g, tmp_path / "folder.pt")
     assert info.value.message == (f"Cannot read the weights file '{tmp_path / 'folder.pt'}': it is a directory; "
-                                  "give a .pt file written by torch.save or archc train.")
+                                  "give a .pt file written by torch.save or archc train, or a .safetensors file.")
 
 
 # ---- archdsl.from_torch: a trained module's weights back into the IR ----------------------------

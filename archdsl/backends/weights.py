@@ -26,17 +26,23 @@ from .torch_tensors import to_array
 SHOWN = 5
 
 
+SAFETENSORS = ".safetensors"
+
+
 def read_state_dict(path) -> dict:
     """The tensors of a weights file, refusing anything but plain tensors and containers."""
     path = Path(path)
     if path.is_dir():
         raise ArchError(f"Cannot read the weights file '{path}': it is a directory; give a .pt file written by "
-                        "torch.save or archc train.")
+                        "torch.save or archc train, or a .safetensors file.")
     if not path.is_file():
         raise ArchError(f"Cannot read the weights file '{path}': there is no such file.")
+    if path.suffix == SAFETENSORS:
+        return _checked_state(path, _read_safetensors(path))
     if why := _not_torch_file(path):
         raise ArchError(f"Cannot read the weights file '{path}' as a PyTorch state_dict: {why}; give a .pt file "
-                        "written by torch.save (a dict from parameter names to tensors) or archc train.")
+                        "written by torch.save (a dict from parameter names to tensors) or archc train, or a "
+                        ".safetensors file.")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -49,6 +55,23 @@ def read_state_dict(path) -> dict:
         raise ArchError(f"Cannot read the weights file '{path}' as a PyTorch state_dict: {reason}") from None
     if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
         data = data["state_dict"]
+    return _checked_state(path, data)
+
+
+def _read_safetensors(path: Path) -> dict:
+    """The tensors of a safetensors file (no pickles: a JSON header and raw little-endian data)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ArchError(f"Cannot read the weights file '{path}' as safetensors: {reason}; write it with "
+                        "safetensors.torch.save_file.") from None
+
+
+def _checked_state(path: Path, data) -> dict:
+    """``data`` if it is a state_dict of real tensors; an ArchError naming ``path`` otherwise."""
     if not isinstance(data, dict):
         raise ArchError(f"The weights file '{path}' holds {type(data).__name__}, not a state_dict (a dict from "
                         "parameter names to tensors, or {\"state_dict\": ...}).")
