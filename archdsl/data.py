@@ -389,9 +389,14 @@ def read_npz(path, what: str = "--data", takes: str = SOURCES) -> dict:
     return arrays
 
 
+def is_real(dtype) -> bool:
+    """Integers or floats: the numbers a model's input may hold (not complex, boolean, text or objects)."""
+    return np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)
+
+
 def check_inputs(x: np.ndarray, name: str, span) -> None:
     """``x`` holds real numbers, all finite: complex, boolean or object arrays and NaN are refused."""
-    if x.dtype == np.bool_ or not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+    if not is_real(x.dtype):
         raise ArchError(f"The array '{name}' must hold real numbers, but its dtype is {x.dtype}.", span)
     if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
         bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))

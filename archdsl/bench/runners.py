@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..cpu import check_threads
+from ..data import is_real
 from ..diagnostics import ArchError, Span
 from ..ir.graph import Graph
 
@@ -100,8 +101,7 @@ def load_inputs(paths, model, batch: int | None) -> list:
     for path, (name, want) in zip(paths, sig.inputs):
         array = _read_array(path, name)
         here = Span.of_file(path)
-        if array.dtype == np.bool_ or not (np.issubdtype(array.dtype, np.floating)
-                                           or np.issubdtype(array.dtype, np.integer)):
+        if not is_real(array.dtype):
             raise ArchError(f"This file holds {array.dtype} data; input '{name}' takes real numbers.", here)
         if array.ndim == len(want) - 1:
             array = array[None]
