@@ -359,6 +359,10 @@ def _digits(target: Target, resize: int | None) -> Data:
                 ArraySplit("val", x[val], y[val], shape[0], size))
 
 
+PICKLED = ("it is not a NumPy array file, and reading it as one would mean unpickling it, which archdsl never "
+           "does")
+
+
 def read_npz(path, what: str = "--data", takes: str = SOURCES) -> dict:
     """The arrays of the ``.npz`` archive ``path``, every member a plain NumPy array (no pickles); an
     ArchError naming the file otherwise. ``what`` is the option that named it, ``takes`` what it takes."""
@@ -376,7 +380,7 @@ def read_npz(path, what: str = "--data", takes: str = SOURCES) -> dict:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
     except ValueError as err:
-        why = "it holds Python objects, which are never unpickled" if "pickle" in str(err) else str(err)
+        why = PICKLED if "pickle" in str(err) else str(err)
         raise ArchError(f"Cannot read the {what} file as an .npz archive: {why}; write it with numpy.savez.",
                         span) from None
     except (OSError, zipfile.BadZipFile, EOFError) as err:

@@ -101,7 +101,9 @@ def test_run_input_errors(capsys, tmp_path):
     assert rc == 1 and err.strip() == f"{tmp_path / 'missing.npy'}: error: Cannot read this input file: it does not exist."
     (tmp_path / "text.npy").write_text("hello")
     rc, _, err = run_cli(capsys, "run", STN, "--model", "stn_small", "--input", str(tmp_path / "text.npy"))
-    assert rc == 1 and err.startswith(f"{tmp_path / 'text.npy'}: error: Cannot read this file as a NumPy array (")
+    assert rc == 1 and err.strip() == (f"{tmp_path / 'text.npy'}: error: Cannot read this file: it is not a NumPy "
+                                       "array file, and reading it as one would mean unpickling it, which archdsl "
+                                       "never does; save inputs with numpy.save (.npy) or numpy.savez (.npz).")
     good = tmp_path / "good.npy"
     np.save(good, np.zeros((2, 1, 28, 28), np.float32))
     rc, _, err = run_cli(capsys, "run", STN, "--model", "stn_small", "--input", str(good), "--batch", "3")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..cpu import check_threads
-from ..data import is_real
+from ..data import PICKLED, is_real
 from ..diagnostics import ArchError, Span
 from ..ir.graph import Graph
 
@@ -65,6 +65,9 @@ def _read_array(path, name: str):
     except FileNotFoundError:
         raise ArchError("Cannot read this input file: it does not exist.", here) from None
     except Exception as err:  # noqa: BLE001 - OSError, ValueError, BadZipFile: not a NumPy file
+        if isinstance(err, ValueError) and "pickle" in str(err):
+            raise ArchError(f"Cannot read this file: {PICKLED}; save inputs with numpy.save (.npy) or numpy.savez "
+                            "(.npz).", here) from None
         raise ArchError(f"Cannot read this file as a NumPy array ({type(err).__name__}: {err}); save inputs "
                         "with numpy.save (.npy) or numpy.savez (.npz).", here) from None
     if isinstance(loaded, np.lib.npyio.NpzFile):

@@ -171,7 +171,9 @@ def test_data_files_and_their_errors(tmp_path):
                                     "has shape (3,).")
     assert messages["labels.npz"] == ("labels.npz: error: The data's 'y' must hold one integer label per sample of "
                                       "'x' (3), but it has shape (2,) and dtype int64.")
-    assert messages["text.npz"].startswith("text.npz: error: Cannot read the --data file as an .npz archive")
+    assert messages["text.npz"] == ("text.npz: error: Cannot read the --data file as an .npz archive: it is not a "
+                                    "NumPy array file, and reading it as one would mean unpickling it, which "
+                                    "archdsl never does; write it with numpy.savez.")
     assert messages["nan.npz"] == "nan.npz: error: The array 'x' holds 2 NaN or infinite values; clean the data first."
     assert messages["complex.npz"] == ("complex.npz: error: The array 'x' must hold real numbers, but its dtype is "
                                        "complex64.")
