@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import platform
 
+from .diagnostics import ArchError
+
 # the flags that decide float and int8 speed, in the order benchmarks list them
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
 # 8-bit x 8-bit dot products that sum without saturating (onnxruntime's u8 x s8 path is exact with them)
@@ -20,7 +22,6 @@ MAX_THREADS = 1024      # more cannot help on any CPU these run on, and 100,000 
 
 def check_threads(threads, flag: str = "--threads") -> None:
     """A thread count a command may hand to PyTorch or onnxruntime: None (their choice) or 1 to 1024."""
-    from .diagnostics import ArchError
     if threads is not None and not 1 <= threads <= MAX_THREADS:
         bound = "at least 1" if threads < 1 else f"at most {MAX_THREADS}"
         raise ArchError(f"{flag} must be {bound}, but it is {threads}.")

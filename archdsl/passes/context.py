@@ -51,22 +51,15 @@ class PassContext:
     source: str | None = None      # the file ``data`` came from, which messages about it name
 
     def __post_init__(self):
-        span = Span.of_file(self.source) if self.source else None
         if self.data is not None:
-            check_data(self.data, span)
+            check_data(self.data, self._span())
         if not isinstance(self.device, str):
             raise ArchError(f"PassContext.device must be a string such as 'cpu' or 'cuda', but it is "
                             f"{type(self.device).__name__}.")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) \
-                or not 0 <= self.seed < 2 ** 63:
+        if not _is_int(self.seed) or not 0 <= self.seed < 2 ** 63:
             raise ArchError(f"The seed must be an integer from 0 to 2**63 - 1, but it is {self.seed!r}.")
-        if self.tolerance is not None and (isinstance(self.tolerance, bool)
-                                           or not isinstance(self.tolerance, (int, float, np.floating))
-                                           or not 0 <= self.tolerance < math.inf):
-            raise ArchError(f"The tolerance must be a finite number of at least 0, but it is {self.tolerance!r}.")
-        if self.calib_samples is not None and (isinstance(self.calib_samples, bool)
-                                               or not isinstance(self.calib_samples, (int, np.integer))
-                                               or self.calib_samples < 1):
+        check_tolerance(self.tolerance)
+        if self.calib_samples is not None and (not _is_int(self.calib_samples) or self.calib_samples < 1):
             raise ArchError(f"The number of calibration samples must be an integer of at least 1, but it is "
                             f"{self.calib_samples!r}.")
         if self.stream is not None and not callable(getattr(self.stream, "write", None)):
@@ -76,7 +69,11 @@ class PassContext:
     def check_fits(self, graph) -> None:
         """The data has the shapes and labels ``graph`` takes (run once by the pipeline)."""
         if self.data is not None:
-            check_data_fits(self.data, graph, Span.of_file(self.source) if self.source else None)
+            check_data_fits(self.data, graph, self._span())
+
+    def _span(self) -> Span | None:
+        """Where messages about the data point: its file, if it came from one."""
+        return Span.of_file(self.source) if self.source else None
 
     def require_data(self, pass_name: str, what: str) -> dict:
         """The data, or an error saying that ``pass_name`` needs it for ``what``."""
@@ -125,12 +122,23 @@ def load_data(path, what: str = "--data") -> dict:
     out = {"x": arrays["x"]}
     if "y" in arrays:
         out["y"] = arrays["y"]
-    checked = check_data(out, span)
+    check_data(out, span)                       # before casting: a complex x would lose its imaginary part
     return {k: (v.astype(np.float32, copy=False) if k == "x" else v.astype(np.int64, copy=False))
-            for k, v in checked.items()}
+            for k, v in out.items()}
 
 
-def check_data(data, span: Span | None = None) -> dict:
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def check_tolerance(tolerance) -> None:
+    """``--verify``'s tolerance: None (each pass's own) or a finite number of at least 0."""
+    if tolerance is not None and (isinstance(tolerance, bool) or not isinstance(tolerance, (int, float, np.floating))
+                                  or not 0 <= tolerance < math.inf):
+        raise ArchError(f"The tolerance must be a finite number of at least 0, but it is {tolerance!r}.")
+
+
+def check_data(data, span: Span | None = None) -> None:
     """``data`` as :class:`PassContext` takes it, or an ArchError saying what is wrong: a dict with ``x``
     (a real, finite array with the batch first, or a tuple of them with one batch size) and optionally
     ``y`` (one integer label per sample)."""
@@ -162,7 +170,6 @@ def check_data(data, span: Span | None = None) -> dict:
         shape = f"shape {tuple(y.shape)} and dtype {y.dtype}" if isinstance(y, np.ndarray) else type(y).__name__
         raise ArchError(f"{where}'s 'y' must hold one integer label per sample of 'x' ({len(xs[0])}), but it "
                         f"has {shape}.", span)
-    return data
 
 
 def check_data_fits(data: dict, graph, span: Span | None = None) -> None:

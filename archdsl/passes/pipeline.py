@@ -37,7 +37,7 @@ from ..ir.graph import Graph
 from ..ir.printer import print_graph
 from ..ir.verify import verify as verify_ir
 from .base import TYPE_WORDS, Pass, PassReport, PassResult, listing, option_type, registry
-from .context import PassContext
+from .context import PassContext, check_tolerance
 
 DEFAULT_TOLERANCE = 1e-4
 SOURCE = "<passes>"
@@ -225,9 +225,7 @@ def run_pipeline(graph: Graph, passes, verify: bool = False, print_ir_after: Ite
         print_ir_after = (print_ir_after,)
     if not isinstance(print_ir_after, (list, tuple)) or not all(isinstance(w, str) for w in print_ir_after):
         raise ArchError("print_ir_after takes pass names (a string or a list of them).")
-    if tolerance is not None and (isinstance(tolerance, bool) or not isinstance(tolerance, (int, float))
-                                  or not 0 <= tolerance < float("inf")):
-        raise ArchError(f"The tolerance must be a finite number of at least 0, but it is {tolerance!r}.")
+    check_tolerance(tolerance)
     emit = emit or (lambda text: print(text, file=sys.stderr))
     names = [p.name for p in passes]
     for want in print_ir_after:

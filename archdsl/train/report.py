@@ -334,13 +334,13 @@ def run_report(graph, data, grid: Grid, points, out_dir, *, train_config, finetu
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
         if save_models:
-            stem = out_dir / "models" / model_stem(p.name, saved)
-            save_checkpoint(stem.parent / (stem.name + ".pt"), archdsl.to_torch(g), None, {"passes": p.passes})
+            stem = model_stem(p.name, saved)          # with_suffix would cut a name such as prune_ratio_0.25
+            save_checkpoint(out_dir / "models" / f"{stem}.pt", archdsl.to_torch(g), None, {"passes": p.passes})
             try:
                 from ..backends.arch_emit import write_arch
-                write_arch(g, stem.parent / (stem.name + ".arch"))
+                write_arch(g, out_dir / "models" / f"{stem}.arch")
             except ArchError as err:
-                print(f"note: the point '{p.name}' was saved as {stem.name}.pt only; its graph cannot be written "
+                print(f"note: the point '{p.name}' was saved as {stem}.pt only; its graph cannot be written "
                       f"as a spec: {err.message}", file=sys.stderr)
         bar.update(1)
     bar.close()
