@@ -361,6 +361,8 @@ def _digits(target: Target, resize: int | None) -> Data:
 
 PICKLED = ("it is not a NumPy array file, and reading it as one would mean unpickling it, which archdsl never "
            "does")
+OBJECTS = ("a member holds Python objects (an object array), and reading them would mean unpickling, which "
+           "archdsl never does")
 
 
 def read_npz(path, what: str = "--data", takes: str = SOURCES) -> dict:
@@ -380,7 +382,7 @@ def read_npz(path, what: str = "--data", takes: str = SOURCES) -> dict:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
     except ValueError as err:
-        why = PICKLED if "pickle" in str(err) else str(err)
+        why = (OBJECTS if "Object arrays" in str(err) else PICKLED if "pickle" in str(err) else str(err))
         raise ArchError(f"Cannot read the {what} file as an .npz archive: {why}; write it with numpy.savez.",
                         span) from None
     except (OSError, zipfile.BadZipFile, EOFError) as err:

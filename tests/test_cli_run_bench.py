@@ -190,7 +190,8 @@ def test_every_onnxruntime_timing_session_lets_idle_threads_sleep():
             assert opts.get_session_config_entry(key) == "0"
 
 
-def test_bench_report_names_the_isa_and_the_wait_policy(capsys):
+def test_bench_report_names_the_isa_and_the_wait_policy(capsys, monkeypatch):
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
     rc, out, err = run_cli(capsys, "bench", STN, "--model", "stn_small", "--runs", "1", "--warmup", "0",
                            "--compile-repeat", "1", "--no-progress", "--no-twin")
     assert rc == 0, err
@@ -198,6 +199,74 @@ def test_bench_report_names_the_isa_and_the_wait_policy(capsys):
     assert machine_lines[1].startswith("ISA ") and "(int8: " in machine_lines[1]
     if os.environ["OMP_WAIT_POLICY"] == "PASSIVE":
         assert "idle threads sleep (OMP_WAIT_POLICY=PASSIVE, onnxruntime allow_spinning=0)" in machine_lines[1]
+
+
+def test_spin_sets_gomp_spincount_and_the_reports_name_it(capsys, monkeypatch):
+    monkeypatch.setenv("GOMP_SPINCOUNT", "1")          # restored (removed) after the test
+    rc, out, err = run_cli(capsys, "run", STN, "--model", "stn_small", "--runs", "1", "--warmup", "0",
+                           "--threads", "1", "--spin", "5000")
+    assert rc == 0, err
+    assert os.environ["GOMP_SPINCOUNT"] == "5000"
+    assert re.search(r"on torch, cpu \(PyTorch \S+, 1 thread, GOMP_SPINCOUNT=5000\)$", out.splitlines()[0])
+    rc, out, err = run_cli(capsys, "bench", STN, "--model", "stn_small", "--runs", "1", "--warmup", "0",
+                           "--compile-repeat", "1", "--no-progress", "--no-twin", "--json")
+    assert rc == 0, err
+    res = json.loads(out)
+    assert res["machine"]["GOMP_SPINCOUNT"] == "5000"
+    assert all(st["detail"].endswith("GOMP_SPINCOUNT=5000") for k, st in res["latency"].items() if k == "torch")
+    from archdsl.bench.host import waits
+    assert waits(res["machine"]) == f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, GOMP_SPINCOUNT=5000"
+    assert waits({"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": None}) == "OMP_WAIT_POLICY=PASSIVE"
+
+
+@pytest.mark.parametrize("command", ["run", "bench", "bench-prune", "bench-quant"])
+@pytest.mark.parametrize("value, message", [
+    ("-1", "a spin count is from 0 to 10,000,000,000, but it is -1"),
+    ("1e4", "expected a whole number of spins, not '1e4'"),
+])
+def test_spin_refuses_what_is_not_a_spin_count(capsys, command, value, message):
+    argv = [command] + ([STN] if command in ("run", "bench") else []) + ["--spin", value]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"archc {command}: error: argument --spin: {message}"
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir() or (os.cpu_count() or 1) < 2,
+                    reason="reads the worker threads' CPU time from /proc; needs two cores")
+def test_spin_reaches_pytorchs_openmp_runtime(tmp_path):
+    """With a long spin an idle worker keeps polling through the gaps between operators (CPU time it burns);
+    with none it sleeps at once. The setting must reach libgomp, which reads it when torch loads."""
+    import subprocess
+    import sys
+    script = tmp_path / "spin.py"
+    script.write_text(
+        "import glob, os, sys, time\n"
+        "from archdsl.bench.host import passive_waits\n"
+        "passive_waits(int(sys.argv[1]))\n"
+        "import torch\n"
+        "torch.set_num_threads(2)\n"
+        "x = torch.randn(64, 56, 56)\n"
+        "def workers():\n"
+        "    me, t = os.getpid(), 0\n"
+        "    for d in glob.glob(f'/proc/{me}/task/*'):\n"
+        "        if d.rsplit('/', 1)[1] != str(me):\n"
+        "            f = open(d + '/stat').read().rsplit(')', 1)[1].split()\n"
+        "            t += int(f[11]) + int(f[12])\n"
+        "    return t / os.sysconf('SC_CLK_TCK')\n"
+        "torch.relu(x)\n"
+        "c = workers()\n"
+        "for _ in range(20):\n"
+        "    torch.relu(x)\n"
+        "    time.sleep(0.02)\n"
+        "print(workers() - c)\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")}
+    burnt = {}
+    for spins in (0, 10 ** 10):
+        out = subprocess.run([sys.executable, str(script), str(spins)], env=env, capture_output=True, text=True,
+                             cwd=ROOT, check=True).stdout
+        burnt[spins] = float(out.split()[-1])
+    assert burnt[0] < 0.1 and burnt[10 ** 10] > 0.2, burnt    # 20 gaps of 20 ms: about 0 s against 0.4 s
 
 
 def test_bench_with_torchvision_twin(capsys):

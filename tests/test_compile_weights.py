@@ -94,3 +94,61 @@ def test_pruned_resnet_through_torch_export(tmp_path, capsys):
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(program.module()(x), run_ir(pruned, x), atol=1e-5)
+
+
+def test_torch_src_weights_as_safetensors_load_without_a_pickle(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("safetensors")
+    from safetensors.torch import load_file
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.arch").write_text(SPEC)
+    argv = ["compile", "m.arch", "--passes", "prune{ratio=0.5}", "--target", "torch-src", "-o", "m.py",
+            "--weights-format", "safetensors"]
+    assert main(argv) == 0
+    assert "wrote m.safetensors (the weights; load them with load_weights() from m.py)" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.arch", "m.py", "m.safetensors"]
+    first = (tmp_path / "m.safetensors").read_bytes()
+    assert main(argv) == 0                                  # the same spec, the same bytes
+    assert (tmp_path / "m.safetensors").read_bytes() == first
+    gen = import_file(tmp_path / "m.py")
+    model = gen.load_weights(gen.M()).eval()
+    pruned = run_pipeline(archdsl.load(tmp_path / "m.arch"), "prune{ratio=0.5}").graph
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(model(x), run_ir(pruned, x))
+    state = load_file(tmp_path / "m.safetensors")
+    assert sorted(state) == sorted(pruned.params) and state["c1.weight"].shape == (4, 3, 3, 3)
+    assert "Its weights are in ``m.safetensors`` beside this file" in (tmp_path / "m.py").read_text()
+
+
+def test_a_pruned_spec_with_safetensors_weights_loads_them_strictly(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("safetensors")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.arch").write_text(SPEC)
+    assert main(["opt", "m.arch", "--passes", "prune{ratio=0.5}", "--emit", "arch", "-o", "p.arch", "-q",
+                 "--weights-format", "safetensors"]) == 0
+    assert "wrote p.safetensors (the weights, by the spec's names: load them with --weights p.safetensors)" \
+        in capsys.readouterr().out
+    assert main(["compile", "p.arch", "--weights", "p.safetensors", "--target", "onnx", "-o", "p.onnx"]) == 0
+    reloaded = archdsl.load(tmp_path / "p.arch")
+    from archdsl.backends.weights import load_weights
+    load_weights(reloaded, tmp_path / "p.safetensors")
+    pruned = run_pipeline(archdsl.load(tmp_path / "m.arch"), "prune{ratio=0.5}").graph
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(run_ir(reloaded, x), run_ir(pruned, x))
+
+
+@pytest.mark.parametrize("argv, where", [
+    (["compile", "m.arch", "--target", "onnx", "-o", "m.onnx", "--passes", "dce"],
+     "a torch-src file or an .arch spec (written with --weights or --passes)"),
+    (["compile", "m.arch", "--target", "torch-src", "-o", "m.py"],
+     "a torch-src file or an .arch spec (written with --weights or --passes)"),
+    (["opt", "m.arch", "--passes", "dce", "-o", "g.json"], "the spec of --emit arch -o OUT.arch"),
+])
+def test_a_weights_format_with_no_weights_file_to_write_is_refused(tmp_path, capsys, monkeypatch, argv, where):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.arch").write_text(SPEC)
+    assert main(argv + ["--weights-format", "safetensors"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"error: --weights-format chooses how the weights beside {where} are stored, but this command writes no "
+        "weights file; leave the option out.")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.arch"]

@@ -154,10 +154,12 @@ def test_reset_keeps_all_but_the_named_layers(here, capsys):
         "error: --resume continues a run as it was and cannot be combined with --weights, --reset or --passes; "
         "after passes, resume with the spec the first run wrote beside its checkpoint (OUT.arch).\n")
     torch.save(weights("t.pt"), "plain.pt")
-    assert cli_error(capsys, "train", "tiny.arch", "--resume", "plain.pt", "--data", "digits", "-o", "r.pt") == (
-        "plain.pt: error: This file holds weights but no training state (optimizer, schedule, epoch), so training "
-        "cannot resume from it; resume from a checkpoint written by archc train, or start from these weights with "
-        "--weights.\n")
+    np.savez("plain.npz", **{k: v.numpy() for k, v in weights("t.pt").items()})
+    for plain in ("plain.pt", "plain.npz"):
+        assert cli_error(capsys, "train", "tiny.arch", "--resume", plain, "--data", "digits", "-o", "r.pt") == (
+            f"{plain}: error: This file holds weights but no training state (optimizer, schedule, epoch), so "
+            "training cannot resume from it; resume from a checkpoint written by archc train, or start from these "
+            "weights with --weights.\n")
 
 
 def test_training_never_writes_over_a_file_it_reads(here, capsys):

@@ -48,7 +48,7 @@ def test_a_checkpoint_dict_is_accepted_and_the_cli_compiles_with_it(tmp_path):
     assert torch.equal(torch.from_numpy(g.params["fc.weight"].value), state["fc.weight"])
 
 
-def test_safetensors_weights_reach_every_backend_as_a_pt_file_does(tmp_path, capsys):
+def test_safetensors_and_npz_weights_reach_every_backend_as_a_pt_file_does(tmp_path, capsys):
     from safetensors.torch import save_file
     g = archdsl.load(SMALL)
     gen = torch.Generator().manual_seed(3)
@@ -57,12 +57,28 @@ def test_safetensors_weights_reach_every_backend_as_a_pt_file_does(tmp_path, cap
              for k, v in archdsl.to_torch(g).state_dict().items()}
     save_file(state, str(tmp_path / "w.safetensors"))
     torch.save(state, tmp_path / "w.pt")
+    arrays = {k: v.numpy() for k, v in state.items()}
+    arrays["fc.weight"] = arrays["fc.weight"].astype(">f4")           # big-endian, as another machine may write
+    np.savez(tmp_path / "w.npz", **arrays)
     spec = tmp_path / "tiny.arch"
     spec.write_text(SMALL)
-    for kind in ("pt", "safetensors"):
+    for kind in ("pt", "safetensors", "npz"):
         assert main(["compile", str(spec), "--target", "onnx", "--weights", str(tmp_path / f"w.{kind}"),
                      "-o", str(tmp_path / f"{kind}.onnx")]) == 0, capsys.readouterr().err
     assert (tmp_path / "pt.onnx").read_bytes() == (tmp_path / "safetensors.onnx").read_bytes()
+    assert (tmp_path / "pt.onnx").read_bytes() == (tmp_path / "npz.onnx").read_bytes()
+    np.savez(tmp_path / "text.npz", **{**arrays, "fc.bias": np.array(["a", "b", "c"])})
+    with pytest.raises(ArchError) as info:
+        load_weights(g, tmp_path / "text.npz")
+    assert info.value.message == (f"The weights file '{tmp_path / 'text.npz'}' holds <U1 values in 'fc.bias'; "
+                                  "weights are numbers.")
+    np.savez(tmp_path / "objects.npz", a=np.array([{}], dtype=object))
+    with pytest.raises(ArchError) as info:
+        load_weights(g, tmp_path / "objects.npz")
+    assert str(info.value).splitlines()[0] == (
+        f"{tmp_path / 'objects.npz'}: error: Cannot read the --weights file as an .npz archive: a member holds "
+        "Python objects (an object array), and reading them would mean unpickling, which archdsl never does; "
+        "write it with numpy.savez.")
     fresh = archdsl.to_onnx(g)
     assert fresh.SerializeToString() != (tmp_path / "pt.onnx").read_bytes()      # the weights did arrive
     load_weights(g, tmp_path / "w.safetensors")
@@ -147,13 +163,15 @@ def test_files_of_other_kinds_are_named_for_what_they_are(tmp_path):
     torch.save(archdsl.to_torch(g).state_dict(), tmp_path / "good.pt")
     (tmp_path / "cut.pt").write_bytes((tmp_path / "good.pt").read_bytes()[:300])
     np.savez(tmp_path / "w.npz", a=np.zeros(2))
+    (tmp_path / "w.pt").write_bytes((tmp_path / "w.npz").read_bytes())
     (tmp_path / "empty.pt").write_bytes(b"")
     (tmp_path / "folder.pt").mkdir()
-    fix = ("; give a .pt file written by torch.save (a dict from parameter names to tensors) or archc train, or a "
-           ".safetensors file.")
+    fix = ("; give a .pt file written by torch.save (a dict from parameter names to tensors) or archc train, a "
+           ".safetensors file, or an .npz archive.")
     for name, why in (("junk.pt", "it is neither the zip archive nor the pickle that torch.save writes"),
                       ("cut.pt", "it is a damaged or truncated zip archive"),
-                      ("w.npz", "it is a NumPy .npz archive, not a file of torch.save"),
+                      ("w.pt", "it is a NumPy .npz archive, which is read by name only when the file name ends "
+                                "in .npz"),
                       ("empty.pt", "the file is empty")):
         if name == "junk.pt":
             (tmp_path / name).write_text("model m() {}")
@@ -172,7 +190,8 @@ def test_files_of_other_kinds_are_named_for_what_they_are(tmp_path):
     with pytest.raises(ArchError) as info:
         load_weights(g, tmp_path / "folder.pt")
     assert info.value.message == (f"Cannot read the weights file '{tmp_path / 'folder.pt'}': it is a directory; "
-                                  "give a .pt file written by torch.save or archc train, or a .safetensors file.")
+                                  "give a .pt file written by torch.save or archc train, a .safetensors file, or an "
+                                  ".npz archive of arrays by parameter name.")
 
 
 # ---- archdsl.from_torch: a trained module's weights back into the IR ----------------------------

@@ -905,28 +905,34 @@ def generate_source(graph: Graph, weights_file: str | None = None) -> str:
             "    import os",
             "    if path is None:",
             "        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), WEIGHTS)",
-            '    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))',
+            '    if path.endswith(".safetensors"):',
+            "        from safetensors.torch import load_file",
+            "        state = load_file(path)",
+            "    else:",
+            '        state = torch.load(path, map_location="cpu", weights_only=True)',
+            "    model.load_state_dict(state)",
             "    return model",
         ])
     body = "\n".join(head + [""] + imports + ["", "", ""]) + text
     return body.rstrip("\n") + "\n"
 
 
-def weights_path(path) -> Path:
-    """Where ``write_source(..., weights=True)`` puts the weights: the source's stem with ``.pt``."""
-    path = Path(path)
-    return path.with_name(path.stem + ".weights.pt") if path.suffix == ".pt" else path.with_suffix(".pt")
+def weights_path(path, fmt: str = "pt") -> Path:
+    """Where the weights of a written source or spec go: its stem with ``.pt`` or ``.safetensors``
+    (``STEM.weights.pt`` where the file itself ends in that suffix)."""
+    path, suffix = Path(path), "." + fmt
+    return path.with_name(path.stem + ".weights" + suffix) if path.suffix == suffix else path.with_suffix(suffix)
 
 
-def write_source(graph: Graph, path, weights: bool = False) -> Path | None:
+def write_source(graph: Graph, path, weights: bool = False, fmt: str = "pt") -> Path | None:
     """Write the source to ``path``; with ``weights``, the IR's weights as a state_dict beside it
-    (``weights_path(path)``, read back by the generated ``load_weights``). Returns that file, if any."""
+    (``weights_path(path, fmt)``, read back by the generated ``load_weights``). Returns that file, if any."""
     path = Path(path)
     if not weights:
         path.write_text(generate_source(graph))
         return None
     from .weights import save_weights
-    target = weights_path(path)
+    target = weights_path(path, fmt)
     text = generate_source(graph, target.name)
     save_weights(graph, target)
     path.write_text(text)

@@ -2,7 +2,9 @@
 
 ``load_weights`` reads a file with ``torch.load(..., weights_only=True)``, which
 refuses arbitrary pickled objects, so a weights file cannot run code. It may hold
-the state_dict itself or a checkpoint dict ``{"state_dict": ...}``.
+the state_dict itself or a checkpoint dict ``{"state_dict": ...}``. A ``.safetensors``
+file (``safetensors.torch.save_file``) or an ``.npz`` archive of arrays by parameter
+name (``numpy.savez``; no pickles) is read as well.
 ``update_from_state_dict`` (``archdsl.from_torch``) takes a module or a state_dict
 in memory, such as a trained generated module's, and returns a new graph.
 
@@ -27,22 +29,26 @@ SHOWN = 5
 
 
 SAFETENSORS = ".safetensors"
+NPZ = ".npz"
+KINDS = ("a .pt file written by torch.save or archc train, a .safetensors file, or an .npz archive of arrays "
+         "by parameter name")
 
 
 def read_state_dict(path) -> dict:
     """The tensors of a weights file, refusing anything but plain tensors and containers."""
     path = Path(path)
     if path.is_dir():
-        raise ArchError(f"Cannot read the weights file '{path}': it is a directory; give a .pt file written by "
-                        "torch.save or archc train, or a .safetensors file.")
+        raise ArchError(f"Cannot read the weights file '{path}': it is a directory; give {KINDS}.")
     if not path.is_file():
         raise ArchError(f"Cannot read the weights file '{path}': there is no such file.")
     if path.suffix == SAFETENSORS:
         return _checked_state(path, _read_safetensors(path))
+    if path.suffix == NPZ:
+        return _checked_state(path, _read_npz(path))
     if why := _not_torch_file(path):
         raise ArchError(f"Cannot read the weights file '{path}' as a PyTorch state_dict: {why}; give a .pt file "
-                        "written by torch.save (a dict from parameter names to tensors) or archc train, or a "
-                        ".safetensors file.")
+                        "written by torch.save (a dict from parameter names to tensors) or archc train, a "
+                        ".safetensors file, or an .npz archive.")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -68,6 +74,20 @@ def _read_safetensors(path: Path) -> dict:
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise ArchError(f"Cannot read the weights file '{path}' as safetensors: {reason}; write it with "
                         "safetensors.torch.save_file.") from None
+
+
+def _read_npz(path: Path) -> dict:
+    """The arrays of an ``.npz`` archive as tensors by name (no pickles; numbers only)."""
+    import numpy as np
+
+    from ..data import read_npz
+    arrays = read_npz(path, "--weights", KINDS)
+    for name, value in arrays.items():
+        if value.dtype.kind not in "biufc":
+            raise ArchError(f"The weights file '{path}' holds {value.dtype} values in '{name}'; weights are "
+                            "numbers.")
+    return {name: torch.from_numpy(np.array(value, dtype=value.dtype.newbyteorder("="), order="C"))
+            for name, value in arrays.items()}
 
 
 def _checked_state(path: Path, data) -> dict:
@@ -100,7 +120,7 @@ def _not_torch_file(path: Path) -> str | None:
         except (zipfile.BadZipFile, OSError, ValueError):
             return "it is a damaged or truncated zip archive"
         if names and all(n.endswith(".npy") for n in names):
-            return "it is a NumPy .npz archive, not a file of torch.save"
+            return "it is a NumPy .npz archive, which is read by name only when the file name ends in .npz"
         if not any(n.endswith("data.pkl") for n in names):
             return "it is a zip archive without the data.pkl that torch.save writes"
         return None
@@ -179,12 +199,18 @@ def update_from_state_dict(graph: Graph, state_dict_or_module) -> Graph:
 
 
 def save_weights(graph: Graph, path, rename=None) -> Path:
-    """Write the graph's parameters and buffers as a state_dict (``torch.load(..., weights_only=True)``
-    reads it); ``rename`` maps IR names to the names to store (a written spec's)."""
+    """Write the graph's parameters and buffers as a state_dict: a ``.safetensors`` file where ``path``
+    ends so (``safetensors.torch.load_file`` reads it), else a ``torch.save`` file
+    (``torch.load(..., weights_only=True)`` reads it); ``rename`` maps IR names to the names to store
+    (a written spec's). The same graph gives the same bytes either way."""
     from .torch_tensors import ir_state
     path = Path(path)
     state = ir_state(graph, torch.device("cpu"))
     if rename is not None:
         state = {rename(k): v for k, v in state.items()}
-    torch.save(state, path)
+    if path.suffix == SAFETENSORS:
+        from safetensors.torch import save_file
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata={"format": "pt"})
+    else:
+        torch.save(state, path)
     return path

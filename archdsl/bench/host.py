@@ -14,12 +14,29 @@ from pathlib import Path
 from .. import cpu
 
 
-def passive_waits() -> bool:
-    """Set ``OMP_WAIT_POLICY=PASSIVE`` unless the caller chose a policy; False if torch was imported already
-    (then the OpenMP runtime has read its environment and the setting comes too late)."""
+SPIN_MAX = 10 ** 10     # the largest --spin: minutes of polling (libgomp spins 3e10 times under ACTIVE)
+
+
+def passive_waits(spin: int | None = None) -> bool:
+    """Set ``OMP_WAIT_POLICY=PASSIVE`` unless the caller chose a policy, and with ``spin`` also
+    ``GOMP_SPINCOUNT``: how many times an idle libgomp worker (PyTorch's OpenMP on Linux) polls for new
+    work before it sleeps. Under PASSIVE alone it sleeps at once, and every operator pays a wake-up
+    (docs/benchmarks.md, "Where eager mode's time goes"); a bounded spin such as 10,000 (about 0.4 ms)
+    keeps the workers awake between the operators of one forward pass and still asleep between rows.
+    False if torch was imported already (then the OpenMP runtime has read its environment and the
+    settings come too late)."""
     late = "torch" in sys.modules
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if spin is not None:
+        os.environ["GOMP_SPINCOUNT"] = str(spin)
     return not late
+
+
+def waits(m: dict) -> str:
+    """The wait settings as a report's header prints them: ``OMP_WAIT_POLICY=PASSIVE``, and
+    ``, GOMP_SPINCOUNT=N`` where one was set."""
+    spin = m.get("GOMP_SPINCOUNT")
+    return f"OMP_WAIT_POLICY={m.get('OMP_WAIT_POLICY')}" + (f", GOMP_SPINCOUNT={spin}" if spin is not None else "")
 
 
 def loadavg() -> list | None:
@@ -51,6 +68,7 @@ def machine(threads: int | None, packages=()) -> dict:
     info["int8"] = cpu.int8_isa()
     info["threads"] = threads
     info["OMP_WAIT_POLICY"] = os.environ.get("OMP_WAIT_POLICY")
+    info["GOMP_SPINCOUNT"] = os.environ.get("GOMP_SPINCOUNT")
     for pkg in packages:
         try:
             info[pkg] = version(pkg)

@@ -44,7 +44,7 @@ import sys
 import warnings
 from pathlib import Path
 from .host import loadavg, passive_waits  # noqa: F401  (re-exported for the CLI)
-from .host import machine as host_machine
+from .host import machine as host_machine, waits
 from ..diagnostics import ArchError
 from .runners import CPU_BACKENDS, TorchRunner, cpu_backends
 
@@ -379,7 +379,7 @@ def _f(v, fmt="{:.2f}") -> str:
 
 def _head(m: dict, extra: str) -> str:
     return (f"{m['cpu']}, {m['cores']} cores, ISA {' '.join(m['isa']) or '-'}; {m['threads']} threads, "
-            f"OMP_WAIT_POLICY={m['OMP_WAIT_POLICY']}; torch {m['torch']}, onnxruntime {m['onnxruntime']}, "
+            f"{waits(m)}; torch {m['torch']}, onnxruntime {m['onnxruntime']}, "
             f"tensorly {m['tensorly']}, tensorly-torch {m['tensorly-torch']}; {m['date']}"
             f"{' to ' + m['date_end'] if 'date_end' in m else ''}; load average "
             f"{m['loadavg_start'][0] if m['loadavg_start'] else '-'} -> "
@@ -489,6 +489,7 @@ def format_layers(res: dict) -> str:
 
 
 def main(argv=None) -> int:
+    from ..cli.common import add_spin_arg
     p = argparse.ArgumentParser(prog="python -m archdsl.bench.lowrank", description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default=",".join(m for _, m in MODELS),
                    help="comma-separated zoo models (vgg16, alexnet, resnet50) or FILE.arch:MODEL")
@@ -505,7 +506,9 @@ def main(argv=None) -> int:
     p.add_argument("--plot", help="also draw the speed-ups (FILE.svg or FILE.png)")
     p.add_argument("--from-json", help="report (and --plot) a saved JSON instead of measuring")
     p.add_argument("--no-progress", action="store_true")
+    add_spin_arg(p)
     args = p.parse_args(argv)
+    passive_waits(args.spin)
     batches = tuple(int(s) for s in args.batches.split(","))
     known = {name: file for file, name in MODELS}
     models = []
@@ -535,5 +538,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    passive_waits()
     sys.exit(main())

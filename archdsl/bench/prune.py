@@ -41,7 +41,7 @@ import sys
 import warnings
 from pathlib import Path
 from .host import loadavg, passive_waits  # noqa: F401  (re-exported for the CLI)
-from .host import machine as host_machine
+from .host import machine as host_machine, waits
 from .runners import CPU_BACKENDS
 
 MODELS = (("resnet.arch", "resnet50"), ("densenet.arch", "densenet121"), ("googlenet.arch", "googlenet"),
@@ -339,7 +339,7 @@ def format_markdown(res: dict) -> str:
     b = [str(x) for x in res["batches"]]
     backends = res.get("backends", ("eager", "onnxruntime"))
     lines = [f"{m['cpu']}, {m['cores']} cores, ISA {' '.join(m['isa']) or '-'}; {m['threads']} threads, "
-             f"OMP_WAIT_POLICY={m['OMP_WAIT_POLICY']}; torch {m['torch']}, torchvision {m['torchvision']}, "
+             f"{waits(m)}; torch {m['torch']}, torchvision {m['torchvision']}, "
              f"torch-pruning {m['torch-pruning']}, onnxruntime {m['onnxruntime']}; {m['date']} to {m['date_end']}; "
              f"load average {m['loadavg_start'][0] if m['loadavg_start'] else '-'} -> "
              f"{m['loadavg_end'][0] if m['loadavg_end'] else '-'}; median of {res['runs']} round-robin rounds "

@@ -36,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 from .host import loadavg, passive_waits  # noqa: F401  (re-exported for the CLI)
-from .host import machine as host_machine
+from .host import machine as host_machine, waits
 
 MODELS = (("resnet.arch", "resnet50"), ("googlenet.arch", "googlenet"), ("densenet.arch", "densenet121"))
 PASS = "quantize"
@@ -221,13 +221,14 @@ def run(zoo: Path = Path("zoo_specs"), models=MODELS, passes: str = PASS, batche
         rows.append(measure_model(Path(zoo), file, name, passes, batches, warmup, runs, threads, calib, share,
                                   stage, with_torch))
     info["loadavg_end"] = loadavg()
-    return {"machine": info, "warmup": warmup, "runs": runs, "rows": rows}
+    return {"machine": info, "warmup": warmup, "runs": runs, "rows": rows, "with_torch": with_torch}
 
 
 def format_markdown(res: dict) -> str:
     m = res["machine"]
     lines = [f"CPU: {m['cpu']}, {m['cores']} cores, int8 ISA: {m['int8']} ({', '.join(m['isa'])}); "
-             f"onnxruntime {m['onnxruntime']}, {m['threads']} threads; {m['date']}; load average "
+             f"onnxruntime {m['onnxruntime']}, {m['threads']} threads"
+             f"{'; PyTorch ' + waits(m) if res.get('with_torch') else ''}; {m['date']}; load average "
              f"{m.get('loadavg_start')} -> {m.get('loadavg_end')}", "",
              "| model | batch | fp32 | ort quantize_static | archdsl quantize | archdsl vs tool |",
              "|---|---|---|---|---|---|"]

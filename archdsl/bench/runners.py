@@ -175,7 +175,9 @@ class TorchRunner:
         layout = ", channels-last" if self.channels_last else ""
         if self.device == "cuda":
             return f"PyTorch {self.torch.__version__}, {self.torch.cuda.get_device_name()}{layout}"
-        return f"PyTorch {self.torch.__version__}, {_threads(self.torch.get_num_threads())}{layout}"
+        spin = os.environ.get("GOMP_SPINCOUNT")
+        return (f"PyTorch {self.torch.__version__}, {_threads(self.torch.get_num_threads())}{layout}"
+                + (f", GOMP_SPINCOUNT={spin}" if spin is not None else ""))
 
     def prepare(self, inputs) -> None:
         self._inputs = [self.torch.from_numpy(x).to(self.device) for x in inputs]

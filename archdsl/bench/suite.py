@@ -27,7 +27,7 @@ import numpy as np
 from ..cpu import check_threads
 from ..diagnostics import ArchError
 from ..frontend.layers import DEFAULT_MAX_NODES
-from .host import machine
+from .host import machine, waits
 from .runners import OrtRunner, TorchRunner, check_torch_device, input_shapes, ort_providers, random_inputs
 from .timing import interleaved, repeat, summary
 
@@ -328,8 +328,8 @@ def format_report(res: dict) -> str:
              f"{m['onnxruntime']}{' (' + str(res['threads']) + ' threads)' if res.get('threads') else ''}, "
              f"onnx {m['onnx']}; {m['date']}",
              f"ISA {' '.join(m['isa']) or 'baseline'} (int8: {m['int8']}); idle threads "
-             + ("sleep (OMP_WAIT_POLICY=PASSIVE, onnxruntime allow_spinning=0)" if m["OMP_WAIT_POLICY"] == "PASSIVE"
-                else f"of onnxruntime sleep, PyTorch's follow OMP_WAIT_POLICY={m['OMP_WAIT_POLICY']}")
+             + (f"sleep ({waits(m)}, onnxruntime allow_spinning=0)" if m["OMP_WAIT_POLICY"] == "PASSIVE"
+                else f"of onnxruntime sleep, PyTorch's follow {waits(m)}")
              + f"; load average {' '.join(map(str, m['loadavg_start'] or ['?']))}", ""]
     lines.append(f"{'compile (median ms)':<52}{'ms':>10}")
     for key, ms in sorted(res["compile_ms"].items(), key=lambda kv: list(LABELS).index(kv[0])):

@@ -5,7 +5,7 @@ import json
 import sys
 
 from ..diagnostics import ArchError
-from .common import add_spec_args, defines, reject_spec_flags
+from .common import add_spec_args, add_spin_arg, defines, reject_spec_flags
 
 
 def _bench_artifact(args) -> int:
@@ -38,7 +38,7 @@ def _bench_artifact(args) -> int:
 
 def run(args) -> int:
     from ..bench.host import passive_waits
-    passive_waits()                          # idle PyTorch threads sleep: set before anything imports torch
+    passive_waits(args.spin)                 # idle PyTorch threads sleep: set before anything imports torch
     from ..bench.artifacts import is_artifact
     if is_artifact(args.file):
         return _bench_artifact(args)
@@ -66,6 +66,7 @@ def register(sub) -> None:
     p.add_argument("--compile-repeat", type=int, default=3, help="times each compile stage is timed (default 3)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for both PyTorch and onnxruntime (default: each library's own choice)")
+    add_spin_arg(p)
     p.add_argument("--no-twin", action="store_true", help="skip the torchvision twin")
     p.add_argument("--channels-last", action="store_true",
                    help="run every PyTorch row in channels-last (NHWC) memory order, weights and inputs")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..cpu import check_threads
 from ..diagnostics import ArchError
+from .common import add_spin_arg
 
 
 def _models(text: str) -> tuple:
@@ -39,7 +40,7 @@ def _batches(text: str) -> tuple:
 def run(args) -> int:
     from ..bench.prune import passive_waits
     from ..bench.runners import cpu_backends
-    passive_waits()                          # before anything imports torch
+    passive_waits(args.spin)                 # before anything imports torch
     backends = cpu_backends(args.backends)
     import importlib.util
     if importlib.util.find_spec("torch_pruning") is None:
@@ -72,6 +73,7 @@ def register(sub) -> None:
     p.add_argument("--runs", type=int, default=10, help="timed round-robin rounds per batch size (default 10)")
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
     p.add_argument("--threads", type=int, default=2, help="threads for PyTorch and onnxruntime (default 2)")
+    add_spin_arg(p)
     p.add_argument("--tp-round-to", type=int, default=None,
                    help="Torch-Pruning's round_to (default none, as in the issue's measurement)")
     p.add_argument("--backends", default="eager,eager channels-last,onnxruntime",

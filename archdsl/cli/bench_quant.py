@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..diagnostics import ArchError
+from .common import add_spin_arg
 
 
 def _models(text: str) -> tuple:
@@ -27,7 +28,7 @@ def _models(text: str) -> tuple:
 
 def run(args) -> int:
     from ..bench.quant import format_markdown, passive_waits, run as bench
-    passive_waits()                          # before anything imports torch
+    passive_waits(args.spin)                 # before anything imports torch
     try:
         batches = tuple(int(s) for s in args.batches.split(","))
     except ValueError:
@@ -55,6 +56,7 @@ def register(sub) -> None:
     p.add_argument("--runs", type=int, default=20, help="timed round-robin rounds per batch size (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed rounds first (default 3)")
     p.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads (default 2)")
+    add_spin_arg(p)
     p.add_argument("--calib", type=int, default=32, help="calibration samples for both quantisers (default 32)")
     p.add_argument("--share", action="store_true", help="also weight-share file sizes (8 and 4 bits, prune + share)")
     p.add_argument("--torch", action="store_true",

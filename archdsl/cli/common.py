@@ -5,11 +5,13 @@ import argparse
 import contextlib
 from pathlib import Path
 
+from ..bench.host import SPIN_MAX
 from ..diagnostics import ArchError, Span
 from ..files import shown
 from ..frontend.layers import DEFAULT_MAX_NODES
 
 SAVED_IR = ".json"       # `archc ir -o FILE.json` (+ FILE.npz): accepted wherever a spec is
+WEIGHT_FORMATS = ("pt", "safetensors")     # torch.save's zip of a pickle, or safetensors (no pickle at all)
 
 
 def reject_spec_flags(args, what: str) -> None:
@@ -29,6 +31,24 @@ def seed(text: str) -> int:
     if not 0 <= value < 2 ** 63:
         raise argparse.ArgumentTypeError(f"a seed is an integer from 0 to 2**63 - 1, but it is {value}")
     return value
+
+
+def spin(text: str) -> int:
+    """``--spin``: an idle PyTorch worker's polls before it sleeps (``GOMP_SPINCOUNT``), 0 to SPIN_MAX."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of spins, not '{text}'") from None
+    if not 0 <= value <= SPIN_MAX:
+        raise argparse.ArgumentTypeError(f"a spin count is from 0 to {SPIN_MAX:,}, but it is {value}")
+    return value
+
+
+def add_spin_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spin", type=spin, metavar="SPINS",
+                   help="times an idle PyTorch worker polls for work before it sleeps (sets GOMP_SPINCOUNT for "
+                        "libgomp; default: the environment's, else it sleeps at once); 10000 is about 0.4 ms "
+                        "and spares each operator a thread wake-up")
 
 
 def add_spec_args(p: argparse.ArgumentParser) -> None:
@@ -136,10 +156,26 @@ def run_passes(graph, args):
     return run_pipeline(graph, args.passes, print_ir_after=args.print_ir_after or (), ctx=ctx)
 
 
-def write_spec_weights(graph, spec_path, spec) -> None:
-    """Write the weights of a graph emitted as a spec beside it (``OUT.pt``, by the spec's names): a spec
-    holds the architecture, the state_dict its values, which ``--weights OUT.pt`` loads strictly."""
+def add_weights_format_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights-format", choices=WEIGHT_FORMATS, default=None,
+                   help="how the weights written beside a spec or source are stored: pt (torch.save, the default) "
+                        "or safetensors (no pickle; every --weights reads both)")
+
+
+def weights_format(args, writes: bool, where: str) -> str:
+    """The format of the weights file the command writes (``--weights-format``, default ``pt``); refused
+    where the command writes none, so that the option never does nothing unnoticed."""
+    if args.weights_format is not None and not writes:
+        raise ArchError(f"--weights-format chooses how the weights beside {where} are stored, but this command "
+                        "writes no weights file; leave the option out.")
+    return args.weights_format or "pt"
+
+
+def write_spec_weights(graph, spec_path, spec, fmt: str = "pt") -> None:
+    """Write the weights of a graph emitted as a spec beside it (``OUT.pt`` or ``OUT.safetensors``, by the
+    spec's names): a spec holds the architecture, the state_dict its values, which ``--weights`` loads
+    strictly."""
     from ..backends.torch_source import weights_path
     from ..backends.weights import save_weights
-    target = save_weights(graph, weights_path(spec_path), spec.param_name)
+    target = save_weights(graph, weights_path(spec_path, fmt), spec.param_name)
     print(f"wrote {target} (the weights, by the spec's names: load them with --weights {target.name})")

@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..diagnostics import ArchError
-from .common import add_pass_args, add_spec_args, load_graph, output_path, run_passes, writing, write_spec_weights
+from .common import add_pass_args, add_spec_args, add_weights_format_arg, load_graph, output_path, run_passes, \
+    weights_format, writing, write_spec_weights
 
 TARGETS = ("torch", "torch-src", "onnx", "arch")
 
@@ -16,9 +17,11 @@ TARGETS = ("torch", "torch-src", "onnx", "arch")
 def run(args) -> int:
     inputs = (args.file, args.weights)
     out = output_path(args.output, inputs, (".arch",) if args.target == "arch" else ())
-    if args.target in ("torch-src", "arch") and (args.weights or args.passes):
+    writes = args.target in ("torch-src", "arch") and bool(args.weights or args.passes)
+    fmt = weights_format(args, writes, "a torch-src file or an .arch spec (written with --weights or --passes)")
+    if writes:
         from ..backends.torch_source import weights_path
-        output_path(weights_path(out), inputs, what=f"The weights file beside {out.name}")
+        output_path(weights_path(out, fmt), inputs, what=f"The weights file beside {out.name}")
     graph = load_graph(args)
     if args.weights:
         from ..backends.weights import load_weights
@@ -26,12 +29,12 @@ def run(args) -> int:
     if args.passes:
         graph = run_passes(graph, args).graph
     with writing(out):
-        _write(graph, out, args)
+        _write(graph, out, args, fmt)
     print(f"wrote {out}")
     return 0
 
 
-def _write(graph, out: Path, args) -> None:
+def _write(graph, out: Path, args, fmt: str) -> None:
     if args.target == "torch":
         from ..backends.torch_save import save_module
         save_module(graph, out)
@@ -39,7 +42,7 @@ def _write(graph, out: Path, args) -> None:
         from ..backends.torch_source import write_source
         # the source initialises itself as the spec says; weights that came from a file or a
         # pass go into a state_dict beside it, which the source documents and loads
-        weights = write_source(graph, out, weights=bool(args.weights or args.passes))
+        weights = write_source(graph, out, weights=bool(args.weights or args.passes), fmt=fmt)
         if weights is not None:
             print(f"wrote {weights} (the weights; load them with load_weights() from {out.name})")
     elif args.target == "onnx":
@@ -49,7 +52,7 @@ def _write(graph, out: Path, args) -> None:
         from ..backends.arch_emit import write_arch
         spec = write_arch(graph, out)
         if args.weights or args.passes:
-            write_spec_weights(graph, out, spec)
+            write_spec_weights(graph, out, spec, fmt)
     else:  # argparse's choices make this unreachable
         raise ArchError(f"Unknown target '{args.target}'; the targets are {', '.join(TARGETS)}.")
 
@@ -59,10 +62,12 @@ def register(sub) -> None:
     add_spec_args(p)
     p.add_argument("--target", choices=TARGETS, required=True,
                    help="torch: a torch.export program; torch-src: a standalone Python file (with --weights or "
-                        "--passes, plus its weights as OUT.pt beside it); onnx: an ONNX model; arch: the "
+                        "--passes, plus its weights as OUT.pt or OUT.safetensors beside it); onnx: an ONNX model; arch: the "
                         "graph (after --passes) written back as an .arch spec")
     p.add_argument("-o", "--output", required=True, help="the file to write")
-    p.add_argument("--weights", help="a PyTorch state_dict (.pt) to load into the IR by name first")
+    p.add_argument("--weights", help="a PyTorch state_dict (.pt, .safetensors, or an .npz of arrays) to load into "
+                                     "the IR by name first")
+    add_weights_format_arg(p)
     add_pass_args(p)
     p.add_argument("--opset", type=int, default=None,
                    help="ONNX opset (default 20, the oldest with every op the IR uses; 13 up to the newest the "

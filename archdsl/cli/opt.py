@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from ..diagnostics import ArchError, Span
-from .common import SAVED_IR, add_pass_args, add_spec_args, load_graph, output_path, run_passes, writing, \
-    write_spec_weights
+from .common import SAVED_IR, add_pass_args, add_spec_args, add_weights_format_arg, load_graph, output_path, \
+    run_passes, weights_format, writing, write_spec_weights
 
 EMITS = ("ir", "arch-stats", "report", "arch")
 # what an output name asks for that `archc compile` writes, not `archc opt`: (--target, in words)
@@ -36,13 +36,14 @@ def run(args) -> int:
         raise ArchError(f"archc opt writes the optimised IR (.json) or, with --emit arch, a spec (.arch), not "
                         f"{target[1]}; to run the passes and write {target[1]}, give archc compile the same "
                         f"arguments and --target {target[0]}.", Span.of_file(Path(args.output)))
+    fmt = weights_format(args, spec_out, "the spec of --emit arch -o OUT.arch")
     out = None
     if args.output is not None:
         inputs = (args.file, args.weights)
         out = output_path(args.output, inputs, (".arch",) if spec_out else (SAVED_IR,))
         if spec_out:
             from ..backends.torch_source import weights_path
-            output_path(weights_path(out), inputs, what=f"The weights file beside {out.name}")
+            output_path(weights_path(out, fmt), inputs, what=f"The weights file beside {out.name}")
         else:
             output_path(out.with_suffix(".npz"), inputs, what=f"The tensors file beside {out.name}")
     graph = load_graph(args)
@@ -63,7 +64,7 @@ def run(args) -> int:
             spec = emit_arch_spec(result.graph)
         if spec_out:
             print(f"wrote {args.output}")
-            write_spec_weights(result.graph, Path(args.output), spec)
+            write_spec_weights(result.graph, Path(args.output), spec, fmt)
         else:
             sys.stdout.write(spec.text)
         if not args.quiet:
@@ -87,7 +88,9 @@ def register(sub) -> None:
     p = sub.add_parser("opt", help="run optimisation passes and print the resulting IR, statistics or spec")
     add_spec_args(p)
     add_pass_args(p, required=True)
-    p.add_argument("--weights", help="a PyTorch state_dict (.pt) to load into the IR by name before the passes")
+    p.add_argument("--weights", help="a PyTorch state_dict (.pt, .safetensors, or an .npz of arrays) to load into "
+                                     "the IR by name before the passes")
+    add_weights_format_arg(p)
     p.add_argument("--emit", choices=EMITS, default="ir",
                    help="ir: the canonical IR text (default); arch-stats: the per-layer statistics table; "
                         "report: the pass reports as JSON; arch: the optimised graph as an .arch spec")

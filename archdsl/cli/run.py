@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..diagnostics import ArchError
-from .common import add_spec_args, load_graph, reject_spec_flags, seed
+from .common import add_spec_args, add_spin_arg, load_graph, reject_spec_flags, seed
 
 BACKENDS = ("torch", "onnxruntime")
 
@@ -23,7 +23,7 @@ def top_values(array: np.ndarray, k: int) -> list:
 
 def run(args) -> int:
     from ..bench.host import passive_waits
-    passive_waits()                          # it times: idle PyTorch threads sleep (set before torch loads)
+    passive_waits(args.spin)                 # it times: idle PyTorch threads sleep (set before torch loads)
     from ..bench.runners import input_names, load_inputs, make_runner, random_inputs
     from ..bench.timing import latency
     for flag in ("batch", "runs", "top"):
@@ -81,4 +81,5 @@ def register(sub) -> None:
     p.add_argument("--opset", type=int, default=None, help="ONNX opset for --backend onnxruntime (default 20)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for PyTorch or onnxruntime (default: the library's own choice)")
+    add_spin_arg(p)
     p.set_defaults(fn=run)

@@ -35,10 +35,10 @@ def save_checkpoint(path, module, result=None, meta: dict | None = None) -> Path
 def read_checkpoint(path) -> dict:
     """A checkpoint written by ``archc train``, for ``--resume``; ArchError naming the file otherwise."""
     import torch
-    from ..backends.weights import SAFETENSORS, read_state_dict
+    from ..backends.weights import NPZ, SAFETENSORS, read_state_dict
     path = Path(path)
     state = read_state_dict(path)               # the file's errors, worded as for --weights
-    data = None if path.suffix == SAFETENSORS else torch.load(path, map_location="cpu", weights_only=True)
+    data = None if path.suffix in (SAFETENSORS, NPZ) else torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(data, dict) or not isinstance(data.get("optimizer"), dict) or "epoch" not in data:
         raise ArchError("This file holds weights but no training state (optimizer, schedule, epoch), so training "
                         "cannot resume from it; resume from a checkpoint written by archc train, or start from "
