@@ -35,18 +35,24 @@ def run_ir(graph, x):
         return archdsl.to_torch(graph).eval()(x)
 
 
-def test_torch_src_with_passes_writes_and_loads_the_pruned_weights(tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "m.arch").write_text(SPEC)
-    assert main(["compile", "m.arch", "--passes", "prune{ratio=0.5}", "--target", "torch-src", "-o", "m.py"]) == 0
-    out = capsys.readouterr().out
-    assert "wrote m.pt (the weights; load them with load_weights() from m.py)" in out
+def loads_the_pruned_weights(tmp_path):
+    """The generated source's ``load_weights`` gives the pruned IR's outputs exactly; returns that IR."""
     gen = import_file(tmp_path / "m.py")
     model = gen.load_weights(gen.M()).eval()
     pruned = run_pipeline(archdsl.load(tmp_path / "m.arch"), "prune{ratio=0.5}").graph
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad():
         assert torch.equal(model(x), run_ir(pruned, x))
+    return pruned
+
+
+def test_torch_src_with_passes_writes_and_loads_the_pruned_weights(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.arch").write_text(SPEC)
+    assert main(["compile", "m.arch", "--passes", "prune{ratio=0.5}", "--target", "torch-src", "-o", "m.py"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote m.pt (the weights; load them with load_weights() from m.py)" in out
+    loads_the_pruned_weights(tmp_path)
     assert "Its weights are in ``m.pt`` beside this file" in (tmp_path / "m.py").read_text()
 
 
@@ -109,12 +115,7 @@ def test_torch_src_weights_as_safetensors_load_without_a_pickle(tmp_path, capsys
     first = (tmp_path / "m.safetensors").read_bytes()
     assert main(argv) == 0                                  # the same spec, the same bytes
     assert (tmp_path / "m.safetensors").read_bytes() == first
-    gen = import_file(tmp_path / "m.py")
-    model = gen.load_weights(gen.M()).eval()
-    pruned = run_pipeline(archdsl.load(tmp_path / "m.arch"), "prune{ratio=0.5}").graph
-    x = torch.randn(2, 3, 8, 8)
-    with torch.no_grad():
-        assert torch.equal(model(x), run_ir(pruned, x))
+    pruned = loads_the_pruned_weights(tmp_path)
     state = load_file(tmp_path / "m.safetensors")
     assert sorted(state) == sorted(pruned.params) and state["c1.weight"].shape == (4, 3, 3, 3)
     assert "Its weights are in ``m.safetensors`` beside this file" in (tmp_path / "m.py").read_text()
