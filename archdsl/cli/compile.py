@@ -62,8 +62,8 @@ def register(sub) -> None:
     add_spec_args(p)
     p.add_argument("--target", choices=TARGETS, required=True,
                    help="torch: a torch.export program; torch-src: a standalone Python file (with --weights or "
-                        "--passes, plus its weights as OUT.pt or OUT.safetensors beside it); onnx: an ONNX model; arch: the "
-                        "graph (after --passes) written back as an .arch spec")
+                        "--passes, plus its weights as OUT.pt or OUT.safetensors beside it); onnx: an ONNX "
+                        "model; arch: the graph (after --passes) written back as an .arch spec")
     p.add_argument("-o", "--output", required=True, help="the file to write")
     p.add_argument("--weights", help="a PyTorch state_dict (.pt, .safetensors, or an .npz of arrays) to load into "
                                      "the IR by name first")
