@@ -29,12 +29,13 @@ def run(args) -> int:
     if args.passes:
         graph = run_passes(graph, args).graph
     with writing(out):
-        _write(graph, out, args, fmt)
+        _write(graph, out, args, fmt if writes else None)
     print(f"wrote {out}")
     return 0
 
 
-def _write(graph, out: Path, args, fmt: str) -> None:
+def _write(graph, out: Path, args, fmt: str | None) -> None:
+    """Write the target; ``fmt`` is the format of the weights file beside it, None where none is written."""
     if args.target == "torch":
         from ..backends.torch_save import save_module
         save_module(graph, out)
@@ -42,7 +43,7 @@ def _write(graph, out: Path, args, fmt: str) -> None:
         from ..backends.torch_source import write_source
         # the source initialises itself as the spec says; weights that came from a file or a
         # pass go into a state_dict beside it, which the source documents and loads
-        weights = write_source(graph, out, weights=bool(args.weights or args.passes), fmt=fmt)
+        weights = write_source(graph, out, weights=fmt is not None, fmt=fmt or "pt")
         if weights is not None:
             print(f"wrote {weights} (the weights; load them with load_weights() from {out.name})")
     elif args.target == "onnx":
@@ -51,7 +52,7 @@ def _write(graph, out: Path, args, fmt: str) -> None:
     elif args.target == "arch":
         from ..backends.arch_emit import write_arch
         spec = write_arch(graph, out)
-        if args.weights or args.passes:
+        if fmt is not None:
             write_spec_weights(graph, out, spec, fmt)
     else:  # argparse's choices make this unreachable
         raise ArchError(f"Unknown target '{args.target}'; the targets are {', '.join(TARGETS)}.")
